@@ -1,0 +1,1 @@
+"""Measured truth: memory probes, the measurement store, fitting."""

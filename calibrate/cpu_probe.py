@@ -1,0 +1,188 @@
+"""Ground truth on CPU: build the model for a run, train a few steps, report peak live tensor bytes.
+
+The statistic is the **peak of live tensor storage bytes** seen by ``LiveTensorTracker`` - the
+analogue of ``torch.cuda.max_memory_allocated()`` (bytes held by tensors), *not* of
+``max_memory_reserved()`` (the caching allocator's pool, fragmentation) nor of what ``nvidia-smi``
+shows (plus CUDA context, cuBLAS workspaces, ...). Storages are counted once however many views
+share them, at their exact byte size (``round_to=512`` emulates CUDA's block rounding). Kernel
+scratch space that never becomes a tensor is not seen, on CPU or here.
+
+One training step is what HF ``Trainer`` does::
+
+    outputs = model(input_ids=ids, labels=ids)      # under torch.autocast for *-mixed precisions
+    outputs.loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import torch
+
+from vramplan.planner.specs import RunConfig
+
+from .cpu_tracker import CATEGORIES, LiveTensorTracker, quant_state_tensors, unique_storage_bytes
+from .model_build import build_model, compute_dtype
+
+STATISTIC = (
+    "peak live tensor storage bytes (each storage once, exact nbytes): the analogue of "
+    "torch.cuda.max_memory_allocated"
+)
+PHASES = ("load", "forward", "backward", "optimizer")
+LR = 5e-5  # HF Trainer's default; irrelevant to memory
+
+
+def make_optimizer(run: RunConfig, params):
+    """The optimizer for ``run.optimizer`` over ``params`` (trainable parameters only)."""
+    params = list(params)
+    if run.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=LR)  # foreach=None: torch picks (per-tensor on CPU)
+    if run.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=LR)
+    import bitsandbytes as bnb
+
+    cls = {
+        "adamw-8bit": bnb.optim.AdamW8bit,
+        "paged-adamw-8bit": bnb.optim.PagedAdamW8bit,
+        "paged-adamw-32bit": bnb.optim.PagedAdamW32bit,
+    }[run.optimizer]
+    return cls(params, lr=LR)
+
+
+def autocast_context(run: RunConfig, device_type: str = "cpu"):
+    if run.precision.endswith("-mixed"):
+        return torch.autocast(device_type, dtype=compute_dtype(run))
+    return torch.autocast(device_type, enabled=False)
+
+
+def _zeros() -> dict[str, int]:
+    return dict.fromkeys(CATEGORIES, 0)
+
+
+def summarize(tracker: LiveTensorTracker, steps: int, extra: dict) -> dict:
+    """The result dict shared by ``measure_cpu`` and ``fake_trace.trace_step``."""
+    train = [r for r in tracker.records if r.name != "load"]
+    steady_steps = set(range(1, steps)) if steps > 1 else {0}
+    train_rec = tracker.peak_record(names=("forward", "backward", "optimizer"))
+    steady_rec = tracker.peak_record(names=("forward", "backward", "optimizer"), steps=steady_steps)
+    overall = tracker.peak_record()
+    per_step: list[dict[str, int]] = []
+    for rec in train:
+        while len(per_step) <= rec.step:
+            per_step.append({})
+        per_step[rec.step][rec.name] = max(per_step[rec.step].get(rec.name, 0), rec.peak_bytes)
+    phase_peaks = {name: 0 for name in PHASES}
+    phase_peaks.update(tracker.phase_peaks())
+    steady_phase = {name: 0 for name in PHASES if name != "load"}
+    steady_phase.update(tracker.phase_peaks(steps=steady_steps))
+    result = {
+        "statistic": STATISTIC,
+        "peak_bytes": overall.peak_bytes if overall else 0,
+        "train_peak_bytes": train_rec.peak_bytes if train_rec else 0,
+        "steady_peak_bytes": steady_rec.peak_bytes if steady_rec else 0,
+        "phase_peak_bytes": phase_peaks,
+        "steady_phase_peak_bytes": steady_phase,
+        "step_phase_peak_bytes": per_step,
+        "peak_phase": train_rec.name if train_rec else None,
+        "peak_step": train_rec.step if train_rec else None,
+        "breakdown": dict(train_rec.breakdown) if train_rec else _zeros(),
+        "steady_breakdown": dict(steady_rec.breakdown) if steady_rec else _zeros(),
+        "load_breakdown": dict(overall.breakdown) if overall and overall.name == "load" else None,
+        "records": [r.as_dict() for r in tracker.records],
+    }
+    result.update(extra)
+    return result
+
+
+def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0) -> dict:
+    """Measure ``steps`` real training steps on CPU for ``run`` on the model ``hf_config`` describes.
+
+    Returns a dict (all sizes in bytes; "peak" = peak live tensor storage bytes, the analogue of
+    ``torch.cuda.max_memory_allocated``):
+
+    statistic               what the numbers are (text)
+    peak_bytes              max over everything, model build ("load") included
+    train_peak_bytes        max over the training phases of all steps
+    steady_peak_bytes       max over the training phases of steps 2.. (step 1 allocates the
+                            optimizer state; the steady state is what every later step needs)
+    phase_peak_bytes        {"load", "forward", "backward", "optimizer"} -> max peak of that phase
+    steady_phase_peak_bytes {"forward", "backward", "optimizer"} -> same, steps 2.. only
+    step_phase_peak_bytes   [ {phase: peak} for each step ]
+    peak_phase, peak_step   where train_peak_bytes happened (step counted from 0)
+    breakdown               {category: bytes} live at the train peak (categories: see cpu_tracker)
+    steady_breakdown        {category: bytes} live at the steady peak
+    load_breakdown          {category: bytes} at the load peak when that is the overall peak, else None
+    records                 every phase run: phase, step, start/end/peak bytes, breakdown
+    param_bytes             unique storage bytes of model.parameters() after the build
+    trainable_param_bytes   same for requires_grad parameters
+    buffer_bytes, quant_state_bytes, input_bytes
+    grad_bytes              .grad storages alive after step 1's backward
+    optimizer_state_bytes   optimizer state alive after step 1
+    tracked_param_bytes     what the tracker labelled "params" after the build (== param_bytes)
+    losses                  [loss per step]
+    seconds                 wall time of build + steps
+    mode                    "cpu"
+    notes                   where the run differs from the asked-for one (e.g. flash -> sdpa)
+    run, steps, seed
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    tracker = LiveTensorTracker()
+    losses: list[float] = []
+    extra: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with tracker:
+            with tracker.phase("load", step=-1):
+                model = build_model(hf_config, run, device="cpu")
+            tracker.track_module(model)
+            params = [p for p in model.parameters()]
+            trainable = [p for p in params if p.requires_grad]
+            extra["param_bytes"] = unique_storage_bytes(params)
+            extra["trainable_param_bytes"] = unique_storage_bytes(trainable)
+            extra["buffer_bytes"] = unique_storage_bytes(list(model.buffers()))
+            extra["quant_state_bytes"] = unique_storage_bytes(quant_state_tensors(model))
+            extra["tracked_param_bytes"] = tracker.totals["params"]
+            optimizer = make_optimizer(run, trainable)
+            vocab = int(model.config.vocab_size if hasattr(model, "config") else hf_config["vocab_size"])
+            with tracker.phase("inputs", step=-1):
+                gen = torch.Generator().manual_seed(seed)
+                ids = torch.randint(0, vocab, (run.batch, run.seq_len), generator=gen)
+                labels = ids.clone()
+            extra["input_bytes"] = unique_storage_bytes([ids, labels])
+            model.train()
+            for step in range(steps):
+                tracker.step = step
+                with tracker.phase("forward"):
+                    with autocast_context(run):
+                        outputs = model(input_ids=ids, labels=labels)
+                    loss = outputs.loss
+                    del outputs  # Trainer keeps only the loss
+                with tracker.phase("backward"):
+                    loss.backward()
+                    if step == 0:
+                        extra["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable])
+                losses.append(float(loss.detach()))
+                del loss
+                with tracker.phase("optimizer"):
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if step == 0:
+                    tracker.track_optimizer(optimizer)
+                    extra["optimizer_state_bytes"] = unique_storage_bytes(
+                        [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+                    )
+            tracker.remove_grad_hooks()
+    extra.update(
+        losses=losses,
+        seconds=time.perf_counter() - t0,
+        mode="cpu",
+        notes=list(getattr(model, "vramplan_notes", [])),
+        run=run,
+        steps=steps,
+        seed=seed,
+    )
+    return summarize(tracker, steps, extra)

@@ -1,0 +1,105 @@
+"""The estimator: a model, a run and a GPU in; a breakdown of named terms out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .activations import (
+    checkpoint_inputs_bytes,
+    dora_transient_bytes,
+    layer_activations,
+    layer_transient_bytes,
+    logits_bytes,
+)
+from .breakdown import BACKWARD, BACKWARD_END, FORWARD, MemoryBreakdown, Term
+from .dtypes import DtypePlan, dtype_plan
+from .methods import METHODS
+from .optimizer import optimizer_terms
+from .overhead import OverheadParams, overhead_terms
+from .specs import GpuSpec, ModelSpec, RunConfig
+from .targets import adapter_params, resolve_targets
+
+INT64 = 8
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimate: what was asked, what it resolved to, and the breakdown."""
+
+    model: ModelSpec
+    run: RunConfig
+    gpu: GpuSpec | None
+    adapted: tuple[str, ...]  # resolved target modules (empty for full fine-tuning)
+    breakdown: MemoryBreakdown
+    calibration: str
+
+    @property
+    def trainable_params(self) -> int:
+        if self.run.method == "full":
+            return self.model.base_params
+        return adapter_params(self.model, self.adapted, self.run.rank, self.run.is_dora)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.gpu is None:
+            return None
+        return self.breakdown.device_used_bytes <= self.gpu.total_bytes
+
+    @property
+    def headroom_bytes(self) -> int | None:
+        if self.gpu is None:
+            return None
+        return self.gpu.total_bytes - self.breakdown.device_used_bytes
+
+
+def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
+    """Saved activations (per checkpointing mode), the loss, and in-flight tensors."""
+    layer = layer_activations(model, run, dt, adapted)
+    fwd_bwd = frozenset({FORWARD, BACKWARD})
+    in_flight = frozenset({BACKWARD, BACKWARD_END})
+    t = run.tokens
+    terms = [
+        Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim, "input ids, labels, rotary cos/sin", fwd_bwd),
+        Term("activations/logits", logits_bytes(model, run, dt), "logits + fp32 upcast for the loss + log_softmax and its gradient", frozenset({FORWARD})),
+    ]
+    if run.grad_ckpt:
+        terms += [
+            Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd),
+            Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", in_flight),
+        ]
+    else:
+        saved = model.num_layers * (layer.total - layer.attention_scores)
+        terms.append(Term("activations/layers", saved, f"{model.num_layers} layers x {layer.total - layer.attention_scores:,} B saved for backward", fwd_bwd))
+        if layer.attention_scores:
+            terms.append(
+                Term("activations/attention_scores", model.num_layers * layer.attention_scores, "eager attention: fp32 softmax + 16-bit copy, batch x heads x seq^2", fwd_bwd)
+            )
+        terms.append(Term("activations/layer", layer.total, "the last layer back-propagated (layer 0) still holds its tensors", frozenset({BACKWARD_END})))
+    terms.append(Term("activations/transient", layer_transient_bytes(model, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
+    dora = dora_transient_bytes(model, run, dt, adapted)
+    if dora:
+        terms.append(Term("activations/dora_weight_norm", dora, "DoRA: eye(in), dense B@A and the full weight for ||W + sBA||", frozenset({BACKWARD})))
+    if dt.autocast and run.method == "full":
+        copies = dt.compute_bytes * model.linear_params
+        terms.append(Term("weights/autocast_copies", copies, "autocast caches 16-bit copies of trainable weights through forward", fwd_bwd))
+    return terms
+
+
+def estimate(
+    model: ModelSpec,
+    run: RunConfig,
+    gpu: GpuSpec | None = None,
+    overhead: OverheadParams | None = None,
+) -> Estimate:
+    """Estimate one run's peak memory.
+
+    Raises:
+        ConfigError: targets the model does not have.
+    """
+    overhead = overhead or OverheadParams()
+    adapted = resolve_targets(model, run.targets) if run.has_adapter else ()
+    dt = dtype_plan(run)
+    terms = [*METHODS[run.method](model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activation_terms(model, run, dt, adapted)]
+    allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
+    terms += overhead_terms(run, gpu, allocated, overhead)
+    return Estimate(model, run, gpu, adapted, MemoryBreakdown(tuple(terms)), overhead.source)

@@ -1,0 +1,45 @@
+"""Memory outside the tensors: cuBLAS workspace, allocator slack, CUDA context.
+
+The defaults are documented starting points, not measurements; `vramplan calibrate` fits
+them per GPU and software stack and the estimate says which calibration it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .breakdown import ALL_PHASES, DEVICE, RESERVED, Term
+from .specs import GpuSpec, RunConfig
+from .units import MIB
+
+
+@dataclass(frozen=True)
+class OverheadParams:
+    """The uncertain terms, fitted by calibration (defaults until then)."""
+
+    cuda_context_bytes: int = 512 * MIB  # rough: torch 2.x context + kernels, lazy loading on
+    allocator_slack_ratio: float = 0.05  # rough: reserved/allocated - 1 in steady state
+    cublas_workspace_bytes: int = 8 * MIB + 1 * MIB  # torch default ":4096:2:16:8" on pre-Hopper
+    source: str = "defaults (uncalibrated)"
+
+
+HOPPER_KEYS = ("h100", "h200")
+HOPPER_CUBLAS_WORKSPACE = 32 * MIB  # torch uses a 32 MiB cuBLAS workspace on sm90
+
+
+def overhead_terms(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, params: OverheadParams) -> list[Term]:
+    """CUDA-only terms; none on a CPU run."""
+    if run.device_kind != "cuda":
+        return []
+    workspace = HOPPER_CUBLAS_WORKSPACE if gpu is not None and gpu.key in HOPPER_KEYS else params.cublas_workspace_bytes
+    return [
+        Term("overhead/cublas_workspace", workspace, "cuBLAS workspace, allocated through torch's caching allocator", ALL_PHASES),
+        Term(
+            "overhead/allocator_slack",
+            int((peak_allocated + workspace) * params.allocator_slack_ratio),
+            f"reserved over allocated: {params.allocator_slack_ratio:.0%} ({params.source})",
+            ALL_PHASES,
+            RESERVED,
+        ),
+        Term("overhead/cuda_context", params.cuda_context_bytes, f"CUDA context and kernels ({params.source})", ALL_PHASES, DEVICE),
+    ]

@@ -1,0 +1,65 @@
+"""Resolve `--targets` (names, short names, presets) against a model's Linear modules."""
+
+from __future__ import annotations
+
+from difflib import get_close_matches
+
+from .errors import ConfigError
+from .specs import TARGET_PRESETS, ModelSpec
+
+LM_HEAD = "lm_head"
+
+
+def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
+    """Module names the adapter wraps, in the model's own order (`lm_head` last).
+
+    `all-linear` follows PEFT: every Linear in the decoder layers, not `lm_head`.
+
+    Raises:
+        ConfigError: a name the architecture does not have; the message lists the ones it has.
+    """
+    names = model.module_names()
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for raw in targets:
+        target = raw.strip()
+        if target == "all-linear":
+            chosen.update(names)
+        elif target in ("attention", "mlp"):
+            chosen.update(linear.name for linear in model.linears if linear.group == target)
+        elif target == LM_HEAD:
+            chosen.add(LM_HEAD)
+        elif target in names:
+            chosen.add(target)
+        elif f"{target}_proj" in names:  # short form: q -> q_proj
+            chosen.add(f"{target}_proj")
+        else:
+            unknown.append(target)
+    if unknown:
+        hint = ""
+        close = get_close_matches(unknown[0], names + TARGET_PRESETS, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        raise ConfigError(
+            f"--targets {','.join(unknown)!r} not in {model.name}{hint}; it has: "
+            f"{', '.join(names + (LM_HEAD,))}, or presets {', '.join(TARGET_PRESETS)}"
+        )
+    ordered = tuple(name for name in names if name in chosen)
+    return ordered + ((LM_HEAD,) if LM_HEAD in chosen else ())
+
+
+def adapted_shapes(model: ModelSpec, names: tuple[str, ...]) -> list[tuple[int, int, int]]:
+    """(in_features, out_features, count in the model) for each adapted module."""
+    shapes = []
+    for name in names:
+        if name == LM_HEAD:
+            shapes.append((model.hidden_size, model.vocab_size, 1))
+        else:
+            linear = model.linear(name)
+            shapes.append((linear.in_features, linear.out_features, model.num_layers))
+    return shapes
+
+
+def adapter_params(model: ModelSpec, names: tuple[str, ...], rank: int, dora: bool) -> int:
+    """LoRA A (r x in) + B (out x r) per adapted module; DoRA adds a magnitude per output feature."""
+    return sum(count * (rank * (fan_in + fan_out) + (fan_out if dora else 0)) for fan_in, fan_out, count in adapted_shapes(model, names))

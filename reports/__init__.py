@@ -1,0 +1,1 @@
+"""Everything a person looks at: rich tables, JSON, HTML."""

@@ -1,0 +1,62 @@
+"""The `estimate --json` document (schema documented in the README)."""
+
+from __future__ import annotations
+
+from ..planner.breakdown import PHASES
+from ..planner.limits import MethodResult
+
+
+def config_dict(result: MethodResult) -> dict:
+    run = result.estimate.run
+    return {
+        "method": run.method,
+        "rank": run.rank if run.has_adapter else None,
+        "alpha": run.lora_alpha if run.has_adapter else None,
+        "dropout": run.dropout if run.has_adapter else None,
+        "targets": list(result.estimate.adapted),
+        "batch": run.batch,
+        "seq_len": run.seq_len,
+        "grad_ckpt": run.grad_ckpt,
+        "optimizer": run.optimizer,
+        "precision": run.precision,
+        "attention": run.attention,
+        "double_quant": run.double_quant if run.is_quantized else None,
+        "adapter_dtype": run.adapter_dtype if run.has_adapter else None,
+    }
+
+
+def estimate_dict(result: MethodResult) -> dict:
+    est = result.estimate
+    breakdown = est.breakdown
+    return {
+        "method": est.run.method,
+        "trainable_params": est.trainable_params,
+        "components": breakdown.at_peak(),
+        "components_all_phases": breakdown.by_name(),
+        "peak_phase": breakdown.peak_phase,
+        "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},
+        "peak_allocated_bytes": breakdown.peak_allocated_bytes,
+        "peak_reserved_bytes": breakdown.peak_reserved_bytes,
+        "device_used_bytes": breakdown.device_used_bytes,
+        "fits": est.fits,
+        "headroom_bytes": est.headroom_bytes,
+        "max_batch": result.max_batch,
+        "max_seq_len": result.max_seq_len,
+        "calibration": est.calibration,
+        "config": config_dict(result),
+    }
+
+
+def estimate_document(results: list[MethodResult], model_note: str) -> dict:
+    first = results[0].estimate
+    gpu = first.gpu
+    return {
+        "model": {
+            "name": first.model.name,
+            "resolved_from": model_note,
+            "model_type": first.model.model_type,
+            "base_params": first.model.base_params,
+        },
+        "gpu": None if gpu is None else {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes, "bf16": gpu.bf16},
+        "estimates": [estimate_dict(result) for result in results],
+    }

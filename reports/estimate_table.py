@@ -1,0 +1,104 @@
+"""The rich table of `vramplan estimate`: one row per term, one column per method."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..planner.breakdown import ALLOCATED
+from ..planner.limits import MethodResult
+from ..planner.units import GIB, format_gib
+
+METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
+
+
+def _gib_cell(n_bytes: int, live: bool) -> Text:
+    if n_bytes == 0:
+        return Text("-", style="dim")
+    text = f"{n_bytes / GIB:.2f}"
+    return Text(text) if live else Text(f"({text})", style="dim")
+
+
+def _settings_line(results: list[MethodResult], model_note: str) -> str:
+    est = results[0].estimate
+    run = est.run
+    adapted = next((r.estimate.adapted for r in results if r.estimate.adapted), ())
+    targets = ",".join(adapted) if adapted else "-"
+    return (
+        f"model {model_note} · {est.model.base_params / 1e9:.2f}B params\n"
+        f"batch {run.batch} · seq {run.seq_len} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · "
+        f"{run.optimizer} · {run.precision} · {run.attention} attention\n"
+        f"adapters: r={run.rank} α={run.lora_alpha:g} dropout={run.dropout:g} {run.adapter_dtype} on {targets}"
+        f" · NF4 {'double-quant' if run.double_quant else 'single-quant'}"
+    )
+
+
+def estimate_table(results: list[MethodResult]) -> Table:
+    gpu = results[0].estimate.gpu
+    title = "Peak memory per term (GiB, 2^30 bytes)"
+    if gpu is not None:
+        title += f" on {gpu.name}, {format_gib(gpu.total_bytes)}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("term")
+    for result in results:
+        table.add_column(METHOD_TITLES[result.estimate.run.method], justify="right")
+    names: list[str] = []
+    for result in results:
+        for term in result.estimate.breakdown.terms:
+            if term.name not in names:
+                names.append(term.name)
+    for name in names:
+        cells = []
+        for result in results:
+            breakdown = result.estimate.breakdown
+            term = next((t for t in breakdown.terms if t.name == name), None)
+            if term is None:
+                cells.append(Text("-", style="dim"))
+            else:
+                live = term.stat != ALLOCATED or breakdown.peak_phase in term.phases
+                cells.append(_gib_cell(term.bytes, live))
+        table.add_row(name, *cells)
+    table.add_section()
+    rows = [
+        ("trainable params", lambda r: f"{r.estimate.trainable_params / 1e6:,.1f}M"),
+        ("peak phase", lambda r: r.estimate.breakdown.peak_phase),
+        ("peak allocated", lambda r: f"{r.estimate.breakdown.peak_allocated_bytes / GIB:.2f}"),
+        ("peak reserved", lambda r: f"{r.estimate.breakdown.peak_reserved_bytes / GIB:.2f}"),
+        ("device used", lambda r: f"{r.estimate.breakdown.device_used_bytes / GIB:.2f}"),
+    ]
+    for label, cell in rows:
+        table.add_row(label, *[cell(result) for result in results])
+    if gpu is not None:
+        table.add_section()
+        table.add_row("GPU capacity", *[f"{gpu.total_bytes / GIB:.2f}" for _ in results])
+        table.add_row("fits?", *[_fits_cell(result) for result in results])
+        table.add_row("max batch @ seq", *[_limit(result.max_batch) for result in results])
+        table.add_row("max seq @ batch", *[_limit(result.max_seq_len) for result in results])
+    return table
+
+
+def _fits_cell(result: MethodResult) -> Text:
+    headroom = result.estimate.headroom_bytes or 0
+    if result.estimate.fits:
+        return Text(f"yes, {headroom / GIB:.1f} free", style="bold green")
+    return Text(f"no, {-headroom / GIB:.1f} over", style="bold red")
+
+
+def _limit(value: int | None) -> Text:
+    if not value:
+        return Text("none", style="red")
+    return Text(f"{value:,}")
+
+
+FOOTNOTE = (
+    "Values in (parentheses) are not live at that method's peak phase. peak allocated predicts "
+    "torch.cuda.max_memory_allocated; peak reserved predicts max_memory_reserved; device used is what "
+    "nvidia-smi shows (CUDA context and paged optimizer memory included). Calibration: {calibration}."
+)
+
+
+def render_estimate(console: Console, results: list[MethodResult], model_note: str) -> None:
+    """Print the settings, the table and the footnote."""
+    footnote = Text(FOOTNOTE.format(calibration=results[0].estimate.calibration), style="dim")
+    console.print(Group(Text(_settings_line(results, model_note)), estimate_table(results), footnote))

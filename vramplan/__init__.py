@@ -1,0 +1,3 @@
+"""vramplan: will this fine-tuning run fit, and with which settings?"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""The `vramplan` command line. Thin: parse, build dataclasses, call the library, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+import click
+
+from .planner.errors import VramplanError
+from .planner.specs import ATTENTIONS, METHODS, OPTIMIZERS, PRECISIONS
+
+DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
+
+
+class VramplanGroup(click.Group):
+    """Turns domain errors into one-line `Error: ...` messages, never tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VramplanError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=VramplanGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vramplan")
+def cli():
+    """Will this LLM fine-tuning run fit your GPU, and with which settings?
+
+    Example: vramplan estimate --model 8b --gpu t4
+    """
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        out += [part.strip() for part in value.split(",") if part.strip()]
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The run-shaping flags shared by `estimate` and `calibrate --trace`."""
+
+    rank: int
+    alpha: float | None
+    dropout: float
+    targets: str
+    batch: int
+    seq_len: int
+    grad_ckpt: bool
+    optimizer: str
+    precision: str | None
+    attention: str
+    double_quant: bool
+    adapter_dtype: str
+
+
+def run_options(func):
+    """Decorate a command with every flag that shapes a run."""
+    options = [
+        click.option("--rank", "-r", type=int, default=16, show_default=True, help="LoRA/DoRA rank."),
+        click.option("--alpha", type=float, default=None, help="LoRA alpha [default: 2 x rank]."),
+        click.option("--dropout", type=float, default=0.05, show_default=True, help="LoRA dropout (0 drops peft's dropout copy)."),
+        click.option("--targets", "-t", default="all-linear", show_default=True, help="Comma-separated module names (q,k,v,o,gate,up,down or q_proj,...), presets attention, mlp, all-linear; lm_head allowed."),
+        click.option("--batch", "-b", type=int, default=1, show_default=True, help="Micro-batch size per step."),
+        click.option("--seq-len", "-s", type=int, default=2048, show_default=True, help="Tokens per example."),
+        click.option("--grad-ckpt/--no-grad-ckpt", default=True, show_default=True, help="Gradient checkpointing."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True),
+        click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="bf16/fp16: pure 16-bit weights; *-mixed: fp32 master + autocast [default: bf16, fp16 where the GPU lacks bf16]."),
+        click.option("--attention", type=click.Choice(ATTENTIONS), default="sdpa", show_default=True),
+        click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="NF4 double quantization (QLoRA/QDoRA)."),
+        click.option("--adapter-dtype", type=click.Choice(("fp32", "bf16", "fp16")), default="fp32", show_default=True, help="Adapter dtype (fp32 is peft's default)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def options_from_kwargs(kwargs: dict) -> RunOptions:
+    return RunOptions(**{name: kwargs.pop(name) for name in RunOptions.__dataclass_fields__})
+
+
+def main():
+    cli(prog_name="vramplan")
+
+
+from . import commands  # noqa: E402,F401  (registers the subcommands)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Subcommands: estimate, models, gpus."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import click
+
+from .cli import DEFAULT_METHODS, RunOptions, _split, cli, options_from_kwargs, run_options
+from .planner.catalog import custom_gpu, resolve_gpu, resolve_model
+from .planner.errors import ConfigError
+from .planner.specs import METHODS, GpuSpec, RunConfig
+from .planner.units import parse_size
+
+
+def resolve_gpu_flags(gpu: str | None, gpu_mem: str | None) -> GpuSpec | None:
+    if gpu and gpu_mem:
+        raise ConfigError("give either --gpu or --gpu-mem, not both")
+    if gpu_mem:
+        return custom_gpu(parse_size(gpu_mem))
+    return resolve_gpu(gpu) if gpu else None
+
+
+def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfig:
+    """RunConfig from the flags; precision defaults to what the GPU can run."""
+    precision = options.precision
+    if precision is None:
+        precision = "bf16" if gpu is None or gpu.bf16 else "fp16"
+    uses_bf16 = precision.startswith("bf16") or options.adapter_dtype == "bf16"
+    if gpu is not None and not gpu.bf16 and uses_bf16:
+        raise ConfigError(f"{gpu.name} has no bf16 support: use --precision fp16 or fp16-mixed (and --adapter-dtype fp32 or fp16)")
+    return RunConfig(
+        method=method,
+        rank=options.rank,
+        alpha=options.alpha,
+        dropout=options.dropout,
+        targets=_split((options.targets,)),
+        batch=options.batch,
+        seq_len=options.seq_len,
+        grad_ckpt=options.grad_ckpt,
+        optimizer=options.optimizer,
+        precision=precision,
+        attention=options.attention,
+        double_quant=options.double_quant,
+        adapter_dtype=options.adapter_dtype,
+    )
+
+
+def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
+    methods = _split(values) or DEFAULT_METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--method {','.join(unknown)!r} is not one of: {', '.join(METHODS)}")
+    return tuple(dict.fromkeys(methods))
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="Catalog id or alias (meta-llama/Meta-Llama-3-8B, llama-3-8b), size (8b), or a local config.json / model directory.")
+@click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, h100, ...); see `vramplan gpus`.")
+@click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB or 24GB.")
+@click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated: full, lora, qlora, dora, qdora [default: full,lora,qlora,dora].")
+@run_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+def estimate(model, gpu, gpu_mem, methods, as_json, **kwargs):
+    """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
+
+    Example: vramplan estimate --model 8b --gpu t4 --rank 16 --targets all-linear
+    """
+    from .planner.limits import compare_methods
+
+    options = options_from_kwargs(kwargs)
+    gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
+    chosen = parse_methods(methods)
+    resolved = resolve_model(model)
+    base_run = build_run(options, chosen[0], gpu_spec)
+    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec)
+    if as_json:
+        from .reports.estimate_json import estimate_document
+
+        click.echo(json.dumps(estimate_document(results, resolved.note), indent=2))
+        return
+    from rich.console import Console
+
+    from .reports.estimate_table import render_estimate
+
+    render_estimate(Console(), results, resolved.note)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def models(as_json):
+    """List the built-in model catalog and the size shorthands.
+
+    Example: vramplan models
+    """
+    from .planner.catalog import all_models
+    from .planner.catalog.models import SIZE_DEFAULTS
+
+    rows = all_models()
+    if as_json:
+        click.echo(json.dumps([
+            {"id": hub_id, "aliases": list(aliases), "model_type": spec.model_type, "base_params": spec.base_params}
+            for hub_id, aliases, spec in rows
+        ], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Model catalog (architecture from each model's config.json)", title_justify="left")
+    for column in ("id", "aliases", "type", "params", "layers", "hidden", "vocab"):
+        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "vocab") else "left")
+    for hub_id, aliases, spec in rows:
+        table.add_row(hub_id, ", ".join(aliases), spec.model_type, f"{spec.base_params / 1e9:.2f}B", str(spec.num_layers), str(spec.hidden_size), f"{spec.vocab_size:,}")
+    console = Console()
+    console.print(table)
+    console.print("Size shorthands: " + ", ".join(f"{size} -> {hub_id}" for size, hub_id in SIZE_DEFAULTS.items()))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+def gpus(as_json):
+    """List the GPU presets (memory as the driver reports it).
+
+    Example: vramplan gpus
+    """
+    from .planner.catalog import all_gpus
+
+    rows = all_gpus()
+    if as_json:
+        click.echo(json.dumps([
+            {"key": g.key, "name": g.name, "total_bytes": g.total_bytes, "bf16": g.bf16,
+             "bandwidth_gbps": g.bandwidth_gbps, "bf16_tflops": g.bf16_tflops, "aliases": list(g.aliases)}
+            for g in rows
+        ], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="GPU presets", title_justify="left")
+    for column in ("key", "name", "memory (GiB)", "bf16", "GB/s", "TFLOPS", "aliases"):
+        table.add_column(column)
+    for g in rows:
+        table.add_row(g.key, g.name, f"{g.total_bytes / (1 << 30):.2f}", "yes" if g.bf16 else "no", f"{g.bandwidth_gbps:g}", f"{g.bf16_tflops:g}", ", ".join(g.aliases))
+    Console().print(table)
