@@ -64,7 +64,7 @@ def _zeros() -> dict[str, int]:
 
 def summarize(tracker: LiveTensorTracker, steps: int, extra: dict) -> dict:
     """The result dict shared by ``measure_cpu`` and ``fake_trace.trace_step``."""
-    train = [r for r in tracker.records if r.name != "load"]
+    train = [r for r in tracker.records if r.name in ("forward", "backward", "optimizer")]
     steady_steps = set(range(1, steps)) if steps > 1 else {0}
     train_rec = tracker.peak_record(names=("forward", "backward", "optimizer"))
     steady_rec = tracker.peak_record(names=("forward", "backward", "optimizer"), steps=steady_steps)

@@ -378,11 +378,34 @@ class LiveTensorTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         flat, _ = tree_flatten(out)
+        input_storages = None
         for t in flat:
             if isinstance(t, torch.Tensor):
                 try:
                     st = t.untyped_storage()
                 except (NotImplementedError, RuntimeError):  # e.g. sparse / nested tensors
                     continue
+                key = id(st)
+                entry = self._entries.get(key)
+                if entry is not None and entry.ref() is st:
+                    continue
+                # An unknown storage that an input already had (a view or an in-place result of a
+                # tensor made before tracking started) was not allocated by this op: skip it.
+                if input_storages is None:
+                    input_storages = self._storage_ids((args, kwargs))
+                if key in input_storages:
+                    continue
                 self._add_storage(st)
         return out
+
+    @staticmethod
+    def _storage_ids(tree) -> set[int]:
+        ids = set()
+        flat, _ = tree_flatten(tree)
+        for t in flat:
+            if isinstance(t, torch.Tensor):
+                try:
+                    ids.add(id(t.untyped_storage()))
+                except (NotImplementedError, RuntimeError):
+                    pass
+        return ids

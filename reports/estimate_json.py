@@ -32,6 +32,8 @@ def estimate_dict(result: MethodResult) -> dict:
         "method": est.run.method,
         "trainable_params": est.trainable_params,
         "components": breakdown.at_peak(),
+        "component_stats": {term.name: term.stat for term in breakdown.terms},
+        "component_notes": {term.name: term.note for term in breakdown.terms},
         "components_all_phases": breakdown.by_name(),
         "peak_phase": breakdown.peak_phase,
         "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},

@@ -10,6 +10,7 @@ from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.units import GIB, format_gib
 
+TERM_ORDER = ["weights", "grads", "optimizer", "activations", "overhead"]
 METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
 
 
@@ -40,7 +41,7 @@ def estimate_table(results: list[MethodResult]) -> Table:
     if gpu is not None:
         title += f" on {gpu.name}, {format_gib(gpu.total_bytes)}"
     table = Table(title=title, title_justify="left")
-    table.add_column("term")
+    table.add_column("term", no_wrap=True)
     for result in results:
         table.add_column(METHOD_TITLES[result.estimate.run.method], justify="right")
     names: list[str] = []
@@ -48,6 +49,7 @@ def estimate_table(results: list[MethodResult]) -> Table:
         for term in result.estimate.breakdown.terms:
             if term.name not in names:
                 names.append(term.name)
+    names.sort(key=lambda name: TERM_ORDER.index(name.split("/")[0]) if name.split("/")[0] in TERM_ORDER else len(TERM_ORDER))
     for name in names:
         cells = []
         for result in results:
@@ -61,7 +63,7 @@ def estimate_table(results: list[MethodResult]) -> Table:
         table.add_row(name, *cells)
     table.add_section()
     rows = [
-        ("trainable params", lambda r: f"{r.estimate.trainable_params / 1e6:,.1f}M"),
+        ("trainable", lambda r: f"{r.estimate.trainable_params / 1e6:,.1f}M"),
         ("peak phase", lambda r: r.estimate.breakdown.peak_phase),
         ("peak allocated", lambda r: f"{r.estimate.breakdown.peak_allocated_bytes / GIB:.2f}"),
         ("peak reserved", lambda r: f"{r.estimate.breakdown.peak_reserved_bytes / GIB:.2f}"),
@@ -73,8 +75,8 @@ def estimate_table(results: list[MethodResult]) -> Table:
         table.add_section()
         table.add_row("GPU capacity", *[f"{gpu.total_bytes / GIB:.2f}" for _ in results])
         table.add_row("fits?", *[_fits_cell(result) for result in results])
-        table.add_row("max batch @ seq", *[_limit(result.max_batch) for result in results])
-        table.add_row("max seq @ batch", *[_limit(result.max_seq_len) for result in results])
+        table.add_row("max batch", *[_limit(result.max_batch) for result in results])
+        table.add_row("max seq len", *[_limit(result.max_seq_len) for result in results])
     return table
 
 

@@ -112,10 +112,9 @@ GPU_PRESETS: dict[str, dict] = {
     },
     "a100-80gb": {
         "name": "NVIDIA A100 80GB",
-        # Value given in the project brief (79.25 GiB, torch's "total capacity of 79.25 GiB").
-        # Public deviceQuery: SXM on a CUDA 12.9 driver gives 85,095,874,560 (tensara); PCIe on a
-        # CUDA 12.2 driver gives 84,987,740,160 (79.15 GiB); SXM4 on older drivers gives 85,198,045,184.
-        "total_bytes": 85_089_730_560,
+        # Public deviceQuery: SXM on a CUDA 12.9 driver gives 85,095,874,560 (tensara, used here);
+        # PCIe on a CUDA 12.2 driver gives 84,987,740,160 (79.15 GiB); SXM4 on older drivers 85,198,045,184.
+        "total_bytes": 85_095_874_560,
         "bf16": True,
         "bandwidth_gbps": 2039.0,  # SXM (PCIe: 1935)
         "bf16_tflops": 312.0,

@@ -1,0 +1,30 @@
+# Two commands from nothing: `make demo` and `make test` (each creates .venv if missing).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# the CPU build on this workplace's disk; override e.g. TORCH_SPEC='torch>=2.4' for a CUDA box
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import vramplan.cli, torch, transformers, peft, bitsandbytes"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vramplan estimate --model 8b --gpu t4
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
