@@ -10,6 +10,7 @@ also saves fp32 softmax probabilities and their 16-bit copy (batch·heads·seq²
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .dtypes import DtypePlan
 from .specs import ModelSpec, RunConfig
@@ -40,6 +41,7 @@ class LayerActivations:
         )
 
 
+@lru_cache(maxsize=256)
 def _input_groups(model: ModelSpec) -> dict[str, tuple[str, ...]]:
     """Linears that read the same tensor: what one saved input can serve."""
     groups: dict[str, list[str]] = {}

@@ -7,6 +7,7 @@ never stored beside them (nanoGPT's transformer_sizing notebook).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 # Phases of one steady-state step (step 2 on, optimizer states exist).
 FORWARD = "forward"  # end of forward and the loss, when saved activations are largest
@@ -42,7 +43,7 @@ class MemoryBreakdown:
     def phase_total(self, phase: str, stats: tuple[str, ...] = (ALLOCATED,)) -> int:
         return sum(term.bytes for term in self.terms if phase in term.phases and term.stat in stats)
 
-    @property
+    @cached_property
     def peak_phase(self) -> str:
         return max(PHASES, key=lambda phase: self.phase_total(phase))
 

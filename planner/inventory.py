@@ -8,6 +8,7 @@ transformers are imported here lazily: the catalog path never pays for them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from .architectures import LLAMA_LIKE, spec_from_config
@@ -112,4 +113,4 @@ def spec_from_meta_model(config: dict, name: str) -> ModelSpec:
     )
     # whatever is not in layers, embeddings or lm_head (final norm, position embeddings, ...)
     extra = total - (spec.num_layers * layer_params + spec.embed_params + spec.lm_head_params)
-    return ModelSpec(**{**spec.__dict__, "extra_params": extra})
+    return replace(spec, extra_params=extra)

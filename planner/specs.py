@@ -7,6 +7,7 @@ flag, the bad value and what is allowed (the peft `LoraConfig` style).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import ConfigError
 
@@ -68,31 +69,32 @@ class ModelSpec:
     def lm_head_params(self) -> int:
         return 0 if self.tie_embeddings else self.vocab_size * self.hidden_size
 
-    @property
+    @cached_property
     def layer_linear_params(self) -> int:
         return sum(linear.params for linear in self.linears)
 
-    @property
+    @cached_property
     def linear_params(self) -> int:
         """Parameters in decoder-layer Linears: what bitsandbytes quantizes (lm_head stays)."""
         return self.num_layers * self.layer_linear_params
 
-    @property
+    @cached_property
     def norm_params(self) -> int:
         return self.num_layers * self.norm_params_per_layer + self.final_norm_params
 
-    @property
+    @cached_property
     def base_params(self) -> int:
         return self.linear_params + self.norm_params + self.embed_params + self.lm_head_params + self.extra_params
 
+    @cached_property
+    def _linears_by_name(self) -> dict[str, LinearSpec]:
+        return {linear.name: linear for linear in self.linears}
+
     def linear(self, name: str) -> LinearSpec:
-        for linear in self.linears:
-            if linear.name == name:
-                return linear
-        raise KeyError(name)
+        return self._linears_by_name[name]
 
     def module_names(self) -> tuple[str, ...]:
-        return tuple(linear.name for linear in self.linears)
+        return tuple(self._linears_by_name)
 
 
 @dataclass(frozen=True)
