@@ -29,7 +29,9 @@ class VramplanGroup(click.Group):
 def cli():
     """Will this LLM fine-tuning run fit your GPU, and with which settings?
 
-    Example: vramplan estimate --model 8b --gpu t4
+    \b
+    Example:
+      vramplan estimate --model 8b --gpu t4
     """
 
 

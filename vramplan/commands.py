@@ -65,7 +65,9 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 def estimate(model, gpu, gpu_mem, methods, as_json, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
-    Example: vramplan estimate --model 8b --gpu t4 --rank 16 --targets all-linear
+    \b
+    Example:
+      vramplan estimate --model 8b --gpu t4 --rank 16 --targets all-linear
     """
     from .planner.limits import compare_methods
 
@@ -92,7 +94,9 @@ def estimate(model, gpu, gpu_mem, methods, as_json, **kwargs):
 def models(as_json):
     """List the built-in model catalog and the size shorthands.
 
-    Example: vramplan models
+    \b
+    Example:
+      vramplan models
     """
     from .planner.catalog import all_models
     from .planner.catalog.models import SIZE_DEFAULTS
@@ -108,10 +112,12 @@ def models(as_json):
     from rich.table import Table
 
     table = Table(title="Model catalog (architecture from each model's config.json)", title_justify="left")
-    for column in ("id", "aliases", "type", "params", "layers", "hidden", "vocab"):
-        table.add_column(column, justify="right" if column in ("params", "layers", "hidden", "vocab") else "left")
+    table.add_column("id", overflow="fold")
+    table.add_column("alias", no_wrap=True)
+    for column in ("params", "layers", "vocab"):
+        table.add_column(column, justify="right", no_wrap=True)
     for hub_id, aliases, spec in rows:
-        table.add_row(hub_id, ", ".join(aliases), spec.model_type, f"{spec.base_params / 1e9:.2f}B", str(spec.num_layers), str(spec.hidden_size), f"{spec.vocab_size:,}")
+        table.add_row(hub_id, aliases[0] if aliases else "", f"{spec.base_params / 1e9:.2f}B", str(spec.num_layers), f"{spec.vocab_size:,}")
     console = Console()
     console.print(table)
     console.print("Size shorthands: " + ", ".join(f"{size} -> {hub_id}" for size, hub_id in SIZE_DEFAULTS.items()))
@@ -122,7 +128,9 @@ def models(as_json):
 def gpus(as_json):
     """List the GPU presets (memory as the driver reports it).
 
-    Example: vramplan gpus
+    \b
+    Example:
+      vramplan gpus
     """
     from .planner.catalog import all_gpus
 
@@ -138,8 +146,10 @@ def gpus(as_json):
     from rich.table import Table
 
     table = Table(title="GPU presets", title_justify="left")
-    for column in ("key", "name", "memory (GiB)", "bf16", "GB/s", "TFLOPS", "aliases"):
-        table.add_column(column)
+    for column in ("key", "name", "GiB", "bf16", "GB/s", "TFLOPS"):
+        table.add_column(column, no_wrap=column in ("key", "GiB"))
     for g in rows:
-        table.add_row(g.key, g.name, f"{g.total_bytes / (1 << 30):.2f}", "yes" if g.bf16 else "no", f"{g.bandwidth_gbps:g}", f"{g.bf16_tflops:g}", ", ".join(g.aliases))
-    Console().print(table)
+        table.add_row(g.key, g.name, f"{g.total_bytes / (1 << 30):.2f}", "yes" if g.bf16 else "no", f"{g.bandwidth_gbps:g}", f"{g.bf16_tflops:g}")
+    console = Console()
+    console.print(table)
+    console.print("Memory is the total the driver reports (GiB = 2^30 bytes); aliases are in --json.")
