@@ -97,7 +97,7 @@ def summarize(tracker: LiveTensorTracker, steps: int, extra: dict) -> dict:
     return result
 
 
-def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0) -> dict:
+def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, fp32_matmul: bool = True) -> dict:
     """Measure ``steps`` real training steps on CPU for ``run`` on the model ``hf_config`` describes.
 
     Returns a dict (all sizes in bytes; "peak" = peak live tensor storage bytes, the analogue of
@@ -130,7 +130,7 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0) 
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    tracker = LiveTensorTracker()
+    tracker = LiveTensorTracker(fp32_matmul=fp32_matmul)
     losses: list[float] = []
     extra: dict = {}
     with warnings.catch_warnings():

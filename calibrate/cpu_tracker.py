@@ -66,6 +66,30 @@ SURVIVOR_CATEGORY = {
 }
 
 
+_LOWP = (torch.bfloat16, torch.float16)
+
+
+def _matmul_ops() -> tuple:
+    aten = torch.ops.aten
+    return (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default)
+
+
+_MATMULS = _matmul_ops()
+
+
+def _fp32_matmul(func, args, kwargs):
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    dtype = tensors[0].dtype if tensors else None
+    if (
+        dtype not in _LOWP
+        or any(t.dtype != dtype or t.device.type != "cpu" for t in tensors)
+        or any(type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter) for t in tensors)
+    ):
+        return func(*args, **kwargs)
+    up = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
+    return func(*up, **kwargs).to(dtype)
+
+
 class _Entry:
     __slots__ = ("nbytes", "category", "final", "born", "died", "phase", "ref", "__weakref__")
 
@@ -159,9 +183,13 @@ class LiveTensorTracker(TorchDispatchMode):
     smallest block; 1, the default, is exact bytes).
     """
 
-    def __init__(self, round_to: int = 1):
+    def __init__(self, round_to: int = 1, fp32_matmul: bool = False):
         super().__init__()
         self.round_to = max(1, int(round_to))
+        # CPUs without AVX512-BF16 run bf16/fp16 matmuls ~5-50x slower than fp32: compute them in
+        # fp32 and cast the result back. Same output tensor (dtype, shape, strides), so the same
+        # bytes are counted; the fp32 scratch is invisible to the tracker, like a kernel's workspace.
+        self.fp32_matmul = fp32_matmul
         self.totals: dict[str, int] = dict.fromkeys((*CATEGORIES, _NEW), 0)
         self.current_bytes = 0
         self.peak_bytes = 0
@@ -376,7 +404,11 @@ class LiveTensorTracker(TorchDispatchMode):
         self._grad_hooks.clear()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if self.fp32_matmul and func in _MATMULS and kwargs.get("out") is None:
+            out = _fp32_matmul(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         flat, _ = tree_flatten(out)
         input_storages = None
         for t in flat:

@@ -102,8 +102,10 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         width = model.linear(chosen[0]).in_features
         copy_dtype = c if dt.autocast else ad
         if run.dropout > 0:
-            # each module has its own dropout: output copy + bool mask, saved by lora_A
-            adapter_inputs += len(chosen) * (copy_dtype + BOOL) * t * width
+            # each module has its own dropout, saving its output (lora_A's input) and the mask:
+            # CUDA's fused kernel keeps a bool mask, the CPU path a scaled noise tensor in x's dtype
+            mask = BOOL if run.device_kind == "cuda" else copy_dtype
+            adapter_inputs += len(chosen) * (copy_dtype + mask) * t * width
         elif copy_dtype != in_dtype[key]:
             # peft casts x to the adapter dtype per module; lora_A saves the copy
             adapter_inputs += len(chosen) * copy_dtype * t * width
@@ -112,14 +114,26 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         for name in chosen:
             adapter_inputs += copy_dtype * t * run.rank  # lora_A output, saved by lora_B
             if run.is_dora:
-                # (m/||W|| - 1) * base_result and m/||W|| * lora_result both keep their operand
-                dora += (lo + ad) * t * model.linear(name).out_features
+                dora += _dora_saved_bytes(model.linear(name), run, lo, ad)
 
     frozen_weight_casts = 0
     if dt.autocast and not run.is_quantized:
         # F.linear under autocast casts an fp32 frozen weight to 16 bit and saves the cast
         frozen_weight_casts = c * model.layer_linear_params
     return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, dora, frozen_weight_casts)
+
+
+def _dora_saved_bytes(linear, run: RunConfig, lo: int, ad: int) -> int:
+    """peft's DoRA forward: (m/||W|| - 1) * base_result + m/||W|| * lora_result keeps both results.
+
+    Without dropout the base result is the 16-bit output the layer already computed. With
+    dropout, peft recomputes it as F.linear(dropout(x), W.to(x.dtype)), which saves that
+    full-size copy of the base weight in the adapter dtype for backward.
+    """
+    t = run.tokens
+    if run.dropout > 0:
+        return ad * linear.in_features * linear.out_features + 2 * ad * t * linear.out_features
+    return (lo + ad) * t * linear.out_features
 
 
 def checkpoint_inputs_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
