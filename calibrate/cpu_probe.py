@@ -35,13 +35,17 @@ PHASES = ("load", "forward", "backward", "optimizer")
 LR = 5e-5  # HF Trainer's default; irrelevant to memory
 
 
-def make_optimizer(run: RunConfig, params):
-    """The optimizer for ``run.optimizer`` over ``params`` (trainable parameters only)."""
+def make_optimizer(run: RunConfig, params, foreach: bool | None = None):
+    """The optimizer for ``run.optimizer`` over ``params`` (trainable parameters only).
+
+    ``foreach=None`` lets torch choose, as HF Trainer does: the per-tensor loop on CPU, the
+    multi-tensor (foreach) kernels on CUDA.
+    """
     params = list(params)
     if run.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=LR)  # foreach=None: torch picks (per-tensor on CPU)
+        return torch.optim.AdamW(params, lr=LR, foreach=foreach)
     if run.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=LR)
+        return torch.optim.SGD(params, lr=LR, foreach=foreach)
     import bitsandbytes as bnb
 
     cls = {
@@ -97,6 +101,51 @@ def summarize(tracker: LiveTensorTracker, steps: int, extra: dict) -> dict:
     return result
 
 
+def describe_model(tracker: LiveTensorTracker, model) -> dict:
+    """Label the model's storages in the tracker and report their sizes."""
+    tracker.track_module(model)
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    return {
+        "param_bytes": unique_storage_bytes(params),
+        "trainable_param_bytes": unique_storage_bytes(trainable),
+        "buffer_bytes": unique_storage_bytes(list(model.buffers())),
+        "quant_state_bytes": unique_storage_bytes(quant_state_tensors(model)),
+        "tracked_param_bytes": tracker.totals["params"],
+    }
+
+
+def run_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, ids, labels, steps: int,
+              record_loss: bool = True) -> dict:
+    """``steps`` HF-Trainer-style training steps, each phase inside ``tracker.phase``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    out: dict = {"losses": []}
+    model.train()
+    for step in range(steps):
+        tracker.step = step
+        with tracker.phase("forward"):
+            with autocast_context(run):
+                outputs = model(input_ids=ids, labels=labels)
+            loss = outputs.loss
+            del outputs  # Trainer keeps only the loss: the logits die here
+        with tracker.phase("backward"):
+            loss.backward()
+        if step == 0:
+            out["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable if p.grad is not None])
+        out["losses"].append(float(loss.detach()) if record_loss else None)
+        del loss
+        with tracker.phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if step == 0:
+            tracker.track_optimizer(optimizer)
+            out["optimizer_state_bytes"] = unique_storage_bytes(
+                [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+            )
+    tracker.remove_grad_hooks()
+    return out
+
+
 def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, fp32_matmul: bool = True) -> dict:
     """Measure ``steps`` real training steps on CPU for ``run`` on the model ``hf_config`` describes.
 
@@ -127,57 +176,33 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
     mode                    "cpu"
     notes                   where the run differs from the asked-for one (e.g. flash -> sdpa)
     run, steps, seed
+
+    ``fp32_matmul`` (default on) computes bf16/fp16 matmuls in fp32 and casts the result back: the
+    same output tensors, so the same bytes, but 5-50x faster on CPUs without AVX512-BF16.
+
+    CPU kernels differ from CUDA ones in a few saved tensors: dropout saves a mask in the input
+    dtype (CUDA: a bool mask), AdamW runs its per-tensor loop (CUDA: foreach), and bitsandbytes'
+    paged optimizers fall back to ordinary state tensors. ``fake_trace.trace_step`` with
+    ``run.device_kind == "cuda"`` emulates the CUDA choices.
     """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     tracker = LiveTensorTracker(fp32_matmul=fp32_matmul)
-    losses: list[float] = []
-    extra: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         with tracker:
             with tracker.phase("load", step=-1):
                 model = build_model(hf_config, run, device="cpu")
-            tracker.track_module(model)
-            params = [p for p in model.parameters()]
-            trainable = [p for p in params if p.requires_grad]
-            extra["param_bytes"] = unique_storage_bytes(params)
-            extra["trainable_param_bytes"] = unique_storage_bytes(trainable)
-            extra["buffer_bytes"] = unique_storage_bytes(list(model.buffers()))
-            extra["quant_state_bytes"] = unique_storage_bytes(quant_state_tensors(model))
-            extra["tracked_param_bytes"] = tracker.totals["params"]
-            optimizer = make_optimizer(run, trainable)
-            vocab = int(model.config.vocab_size if hasattr(model, "config") else hf_config["vocab_size"])
+            extra = describe_model(tracker, model)
+            optimizer = make_optimizer(run, [p for p in model.parameters() if p.requires_grad])
+            vocab = int(model.config.vocab_size)
             with tracker.phase("inputs", step=-1):
                 gen = torch.Generator().manual_seed(seed)
                 ids = torch.randint(0, vocab, (run.batch, run.seq_len), generator=gen)
                 labels = ids.clone()
             extra["input_bytes"] = unique_storage_bytes([ids, labels])
-            model.train()
-            for step in range(steps):
-                tracker.step = step
-                with tracker.phase("forward"):
-                    with autocast_context(run):
-                        outputs = model(input_ids=ids, labels=labels)
-                    loss = outputs.loss
-                    del outputs  # Trainer keeps only the loss
-                with tracker.phase("backward"):
-                    loss.backward()
-                    if step == 0:
-                        extra["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable])
-                losses.append(float(loss.detach()))
-                del loss
-                with tracker.phase("optimizer"):
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                if step == 0:
-                    tracker.track_optimizer(optimizer)
-                    extra["optimizer_state_bytes"] = unique_storage_bytes(
-                        [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-                    )
-            tracker.remove_grad_hooks()
+            extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps))
     extra.update(
-        losses=losses,
         seconds=time.perf_counter() - t0,
         mode="cpu",
         notes=list(getattr(model, "vramplan_notes", [])),

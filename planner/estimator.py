@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .activations import (
     checkpoint_inputs_bytes,
@@ -15,11 +15,12 @@ from .breakdown import BACKWARD, BACKWARD_END, FORWARD, MemoryBreakdown, Term
 from .dtypes import DtypePlan, dtype_plan
 from .methods import METHODS
 from .optimizer import optimizer_terms
-from .overhead import OverheadParams, overhead_terms
+from .overhead import Corrections, overhead_terms
 from .specs import GpuSpec, ModelSpec, RunConfig
 from .targets import adapter_params, resolve_targets
 
 INT64 = 8
+DEFAULT_CORRECTIONS = Corrections()
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,20 @@ def estimate(
     model: ModelSpec,
     run: RunConfig,
     gpu: GpuSpec | None = None,
-    overhead: OverheadParams | None = None,
+    corrections: Corrections | None = None,
 ) -> Estimate:
     """Estimate one run's peak memory.
 
     Raises:
         ConfigError: targets the model does not have.
     """
-    overhead = overhead or OverheadParams()
+    corrections = corrections or DEFAULT_CORRECTIONS
     adapted = resolve_targets(model, run.targets) if run.has_adapter else ()
     dt = dtype_plan(run)
-    terms = [*METHODS[run.method](model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activation_terms(model, run, dt, adapted)]
+    activations = activation_terms(model, run, dt, adapted)
+    if corrections.activation_scale != 1.0:
+        activations = [replace(term, bytes=round(term.bytes * corrections.activation_scale)) for term in activations]
+    terms = [*METHODS[run.method](model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
     allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
-    terms += overhead_terms(run, gpu, allocated, overhead)
-    return Estimate(model, run, gpu, adapted, MemoryBreakdown(tuple(terms)), overhead.source)
+    terms += overhead_terms(run, gpu, allocated, corrections)
+    return Estimate(model, run, gpu, adapted, MemoryBreakdown(tuple(terms)), corrections.source)

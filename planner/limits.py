@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .estimator import Estimate, estimate
-from .overhead import OverheadParams
+from .overhead import Corrections
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 MAX_BATCH = 4096
@@ -29,14 +29,14 @@ def _largest(fits, upper: int) -> int:
     return low
 
 
-def max_batch(model: ModelSpec, run: RunConfig, gpu: GpuSpec, overhead: OverheadParams | None = None) -> int:
+def max_batch(model: ModelSpec, run: RunConfig, gpu: GpuSpec, corrections: Corrections | None = None) -> int:
     """Largest micro-batch at `run.seq_len` whose device-used estimate fits `gpu`."""
-    return _largest(lambda b: estimate(model, replace(run, batch=b), gpu, overhead).fits, MAX_BATCH)
+    return _largest(lambda b: estimate(model, replace(run, batch=b), gpu, corrections).fits, MAX_BATCH)
 
 
-def max_seq_len(model: ModelSpec, run: RunConfig, gpu: GpuSpec, overhead: OverheadParams | None = None) -> int:
+def max_seq_len(model: ModelSpec, run: RunConfig, gpu: GpuSpec, corrections: Corrections | None = None) -> int:
     """Largest sequence length at `run.batch` that fits, rounded down to a multiple of 64."""
-    fits = lambda blocks: estimate(model, replace(run, seq_len=blocks * 64), gpu, overhead).fits  # noqa: E731
+    fits = lambda blocks: estimate(model, replace(run, seq_len=blocks * 64), gpu, corrections).fits  # noqa: E731
     return 64 * _largest(fits, MAX_SEQ_LEN // 64)
 
 
@@ -54,15 +54,15 @@ def compare_methods(
     run: RunConfig,
     methods: tuple[str, ...],
     gpu: GpuSpec | None,
-    overhead: OverheadParams | None = None,
+    corrections: Corrections | None = None,
 ) -> list[MethodResult]:
     """The same settings under each method, side by side."""
     results = []
     for method in methods:
         method_run = replace(run, method=method)
-        result = estimate(model, method_run, gpu, overhead)
+        result = estimate(model, method_run, gpu, corrections)
         if gpu is None:
             results.append(MethodResult(result, None, None))
         else:
-            results.append(MethodResult(result, max_batch(model, method_run, gpu, overhead), max_seq_len(model, method_run, gpu, overhead)))
+            results.append(MethodResult(result, max_batch(model, method_run, gpu, corrections), max_seq_len(model, method_run, gpu, corrections)))
     return results

@@ -14,12 +14,13 @@ from .units import MIB
 
 
 @dataclass(frozen=True)
-class OverheadParams:
-    """The uncertain terms, fitted by calibration (defaults until then)."""
+class Corrections:
+    """The model's uncertain terms, fitted by `vramplan calibrate` (defaults until then)."""
 
     cuda_context_bytes: int = 512 * MIB  # rough: torch 2.x context + kernels, lazy loading on
     allocator_slack_ratio: float = 0.05  # rough: reserved/allocated - 1 in steady state
     cublas_workspace_bytes: int = 8 * MIB + 1 * MIB  # torch default ":4096:2:16:8" on pre-Hopper
+    activation_scale: float = 1.0  # multiplies every activations/* term; 1.0 = the analytic model
     source: str = "defaults (uncalibrated)"
 
 
@@ -27,7 +28,7 @@ HOPPER_KEYS = ("h100", "h200")
 HOPPER_CUBLAS_WORKSPACE = 32 * MIB  # torch uses a 32 MiB cuBLAS workspace on sm90
 
 
-def overhead_terms(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, params: OverheadParams) -> list[Term]:
+def overhead_terms(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, params: Corrections) -> list[Term]:
     """CUDA-only terms; none on a CPU run."""
     if run.device_kind != "cuda":
         return []

@@ -1,0 +1,102 @@
+"""Fit the model's uncertain terms to stored measurements and validate on held-out runs.
+
+Fitted per device and software stack: an activation scale (1.0 = the analytic model) by
+minimising squared relative error of peak allocated; on CUDA also the allocator's
+reserved-over-allocated ratio and the memory outside the allocator (CUDA context). Every
+error reported after calibration is leave-one-config-out: the run being predicted never
+took part in the fit that predicts it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from vramplan.planner.estimator import estimate
+from vramplan.planner.overhead import Corrections
+
+from .runner import model_for, run_config_from_dict
+from .store import RunRecord
+
+SCALE_GRID = [round(0.70 + 0.005 * i, 3) for i in range(121)]  # 0.70 .. 1.30
+
+
+@dataclass(frozen=True)
+class Prediction:
+    record: RunRecord
+    allocated: int
+    reserved: int | None
+    device_used: int | None
+
+
+def _estimate_for(record: RunRecord, corrections: Corrections):
+    _, spec = model_for(record.model_name)
+    return estimate(spec, run_config_from_dict(record.run_config), None, corrections).breakdown
+
+
+def _usable(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.outcome == "ok" and r.peak_allocated_bytes]
+
+
+def _squared_errors(usable: list[RunRecord]) -> dict[int, list[float]]:
+    """Per run, the squared relative error of peak allocated at every grid scale (computed once)."""
+    table = {}
+    for record in usable:
+        spec, run = model_for(record.model_name)[1], run_config_from_dict(record.run_config)
+        measured = record.peak_allocated_bytes
+        table[record.id] = [
+            ((estimate(spec, run, None, Corrections(activation_scale=scale)).breakdown.peak_allocated_bytes - measured) / measured) ** 2
+            for scale in SCALE_GRID
+        ]
+    return table
+
+
+def _corrections_from(usable: list[RunRecord], errors: dict[int, list[float]], label: str) -> Corrections:
+    if not usable:
+        return Corrections()
+    totals = [sum(errors[r.id][i] for r in usable) for i in range(len(SCALE_GRID))]
+    scale = SCALE_GRID[totals.index(min(totals))]
+    defaults = Corrections()
+    slack = [(r.peak_reserved_bytes - r.peak_allocated_bytes) / r.peak_allocated_bytes for r in usable if r.peak_reserved_bytes]
+    outside = [r.device_used_bytes - r.peak_reserved_bytes for r in usable if r.device_used_bytes and r.peak_reserved_bytes]
+    return Corrections(
+        cuda_context_bytes=int(statistics.median(outside)) if outside else defaults.cuda_context_bytes,
+        allocator_slack_ratio=statistics.median(slack) if slack else defaults.allocator_slack_ratio,
+        activation_scale=scale,
+        source=label,
+    )
+
+
+def fit_corrections(records: list[RunRecord], label: str) -> Corrections:
+    """Corrections that best explain `records` (ok runs with a measured peak)."""
+    usable = _usable(records)
+    return _corrections_from(usable, _squared_errors(usable), label)
+
+
+def predict(record: RunRecord, corrections: Corrections) -> Prediction:
+    breakdown = _estimate_for(record, corrections)
+    allocated = breakdown.peak_allocated_bytes
+    reserved = int(allocated * (1 + corrections.allocator_slack_ratio))
+    return Prediction(record, allocated, reserved, reserved + corrections.cuda_context_bytes)
+
+
+def config_key(record: RunRecord) -> tuple:
+    return (record.model_name, tuple(sorted((k, str(v)) for k, v in record.run_config.items())))
+
+
+def leave_one_config_out(records: list[RunRecord]) -> list[Prediction]:
+    """Predict each config from corrections fitted on every other config."""
+    usable = _usable(records)
+    errors = _squared_errors(usable)
+    predictions = []
+    for record in usable:
+        key = config_key(record)
+        others = [r for r in usable if config_key(r) != key]
+        predictions.append(predict(record, _corrections_from(others, errors, "held out")))
+    return predictions
+
+
+def pct_error(estimated: int | None, measured: int | None) -> float | None:
+    if not estimated or not measured:
+        return None
+    return 100.0 * (estimated - measured) / measured

@@ -1,0 +1,83 @@
+"""Calibration matrices: which configs to measure, sized for the device and the preset.
+
+Each entry is (model name, RunConfig). The CPU presets use the small probe configs (same
+architectures, same code paths, seconds per run); the CUDA presets use real catalog models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import product
+
+from vramplan.planner.errors import ConfigError
+from vramplan.planner.specs import METHODS, RunConfig
+
+PRESETS = ("quick", "standard", "full")
+
+
+def _cpu_quick() -> list[tuple[str, RunConfig]]:
+    base = RunConfig(batch=2, seq_len=256, device_kind="cpu", precision="bf16")
+    runs = [("probe-llama", replace(base, method=m, grad_ckpt=c)) for m, c in product(METHODS, (True, False))]
+    variations = [
+        dict(method="lora", dropout=0.0, grad_ckpt=False),
+        dict(method="qlora", dropout=0.0, grad_ckpt=False),
+        dict(method="lora", rank=64, grad_ckpt=False),
+        dict(method="qlora", targets=("attention",), grad_ckpt=False),
+        dict(method="lora", batch=4, seq_len=128, grad_ckpt=False),
+        dict(method="lora", attention="eager", grad_ckpt=False),
+        dict(method="lora", optimizer="adamw-8bit"),
+        dict(method="full", optimizer="sgd", grad_ckpt=False),
+        dict(method="lora", adapter_dtype="bf16", grad_ckpt=False),
+        dict(method="lora", precision="bf16-mixed", grad_ckpt=False),
+        dict(method="full", precision="fp32"),
+    ]
+    runs += [("probe-llama", replace(base, **change)) for change in variations]
+    for model in ("probe-qwen3", "probe-qwen2"):
+        runs += [(model, replace(base, method=m, grad_ckpt=False)) for m in ("full", "lora", "qlora", "dora")]
+    return runs
+
+
+def _cpu_standard() -> list[tuple[str, RunConfig]]:
+    runs = _cpu_quick()
+    base = RunConfig(device_kind="cpu", precision="bf16", grad_ckpt=False)
+    for method, rank, targets, (batch, seq) in product(
+        ("lora", "qlora", "dora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
+    ):
+        runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
+    return runs
+
+
+def _cpu_full() -> list[tuple[str, RunConfig]]:
+    runs = _cpu_standard()
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256)
+    for method, ckpt, optimizer in product(METHODS, (True, False), ("adamw-8bit", "sgd")):
+        for model in ("probe-qwen3", "probe-qwen2"):
+            runs.append((model, replace(base, method=method, grad_ckpt=ckpt, optimizer=optimizer)))
+    return runs
+
+
+def _cuda(preset: str) -> list[tuple[str, RunConfig]]:
+    models = {"quick": ("Qwen/Qwen2.5-0.5B",), "standard": ("Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B"),
+              "full": ("Qwen/Qwen2.5-0.5B", "meta-llama/Llama-3.2-1B", "Qwen/Qwen3-1.7B", "meta-llama/Meta-Llama-3-8B")}[preset]
+    seqs = {"quick": (512,), "standard": (512, 2048), "full": (512, 2048)}[preset]
+    runs = []
+    for model, method, ckpt, seq in product(models, METHODS, (True, False), seqs):
+        runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, seq_len=seq, batch=2, device_kind="cuda")))
+        if preset != "quick":
+            runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, seq_len=seq, batch=1, rank=64, targets=("attention",), optimizer="paged-adamw-8bit", device_kind="cuda")))
+    return runs
+
+
+def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
+    """The configs one `vramplan calibrate` run measures.
+
+    Raises:
+        ConfigError: unknown preset or device.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is not one of: {', '.join(PRESETS)}")
+    if device == "cpu":
+        return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]()
+    if device == "cuda":
+        return _cuda(preset)
+    raise ConfigError(f"--device {device!r} is not one of: cuda, cpu")

@@ -1,0 +1,87 @@
+"""The error table: estimate vs measurement per run, and per method and source, before and after calibration."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from .fit import leave_one_config_out, pct_error
+from .store import RunRecord
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    method: str
+    source: str
+    count: int
+    median_abs_pct: float
+    worst_abs_pct: float
+    median_abs_pct_calibrated: float | None
+    worst_abs_pct_calibrated: float | None
+    median_abs_pct_reserved: float | None = None
+    median_abs_pct_device: float | None = None
+
+
+def error_rows(records: list[RunRecord]) -> list[dict]:
+    """One row per measured run (ok ones get errors; oom/error ones are listed with their outcome)."""
+    held_out = {}
+    for source in sorted({r.source for r in records}):
+        for prediction in leave_one_config_out([r for r in records if r.source == source]):
+            held_out[prediction.record.id] = prediction
+    rows = []
+    for record in records:
+        prediction = held_out.get(record.id)
+        rows.append({
+            "id": record.id,
+            "method": record.run_config.get("method"),
+            "source": record.source,
+            "outcome": record.outcome,
+            "model": record.model_name,
+            "device": record.device_name,
+            "estimated_bytes": record.est_peak_allocated_bytes,
+            "measured_bytes": record.peak_allocated_bytes,
+            "error_pct": pct_error(record.est_peak_allocated_bytes, record.peak_allocated_bytes),
+            "calibrated_estimated_bytes": prediction.allocated if prediction else None,
+            "calibrated_error_pct": pct_error(prediction.allocated, record.peak_allocated_bytes) if prediction else None,
+            "estimated_reserved_bytes": record.est_peak_reserved_bytes,
+            "measured_reserved_bytes": record.peak_reserved_bytes,
+            "reserved_error_pct": pct_error(record.est_peak_reserved_bytes, record.peak_reserved_bytes),
+            "estimated_device_used_bytes": record.est_device_used_bytes,
+            "measured_device_used_bytes": record.device_used_bytes,
+            "device_used_error_pct": pct_error(record.est_device_used_bytes, record.device_used_bytes),
+            "error_message": record.error_message,
+            "config": record.run_config,
+        })
+    return rows
+
+
+def _median_abs(values: list[float | None]) -> float | None:
+    values = [abs(v) for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _worst_abs(values: list[float | None]) -> float | None:
+    values = [abs(v) for v in values if v is not None]
+    return max(values) if values else None
+
+
+def summarize(rows: list[dict]) -> list[ErrorSummary]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row["error_pct"] is not None:
+            groups.setdefault((row["method"], row["source"]), []).append(row)
+    order = {"full": 0, "lora": 1, "qlora": 2, "dora": 3, "qdora": 4}
+    summaries = []
+    for (method, source), group in sorted(groups.items(), key=lambda item: (item[0][1], order.get(item[0][0], 9))):
+        summaries.append(ErrorSummary(
+            method=method,
+            source=source,
+            count=len(group),
+            median_abs_pct=_median_abs([r["error_pct"] for r in group]),
+            worst_abs_pct=_worst_abs([r["error_pct"] for r in group]),
+            median_abs_pct_calibrated=_median_abs([r["calibrated_error_pct"] for r in group]),
+            worst_abs_pct_calibrated=_worst_abs([r["calibrated_error_pct"] for r in group]),
+            median_abs_pct_reserved=_median_abs([r["reserved_error_pct"] for r in group]),
+            median_abs_pct_device=_median_abs([r["device_used_error_pct"] for r in group]),
+        ))
+    return summaries
