@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .fit import leave_one_config_out, pct_error
+from vramplan.planner.overhead import Corrections
+
+from .fit import _estimate_for, leave_one_config_out, pct_error
 from .store import RunRecord
 
 
@@ -22,8 +24,23 @@ class ErrorSummary:
     median_abs_pct_device: float | None = None
 
 
-def error_rows(records: list[RunRecord]) -> list[dict]:
-    """One row per measured run (ok ones get errors; oom/error ones are listed with their outcome)."""
+def _current_estimates(record: RunRecord) -> tuple[int, int, int]:
+    breakdown = _estimate_for(record, Corrections())
+    return breakdown.peak_allocated_bytes, breakdown.peak_reserved_bytes, breakdown.device_used_bytes
+
+
+def error_rows(records: list[RunRecord], current: bool = False) -> list[dict]:
+    """One row per measured run (ok ones get errors; oom/error ones are listed with their outcome).
+
+    By default the estimate is the one stored with the run (made before it ran); `current`
+    re-estimates every run with this version of the model instead.
+    """
+    if current:
+        records = [
+            replace(r, est_peak_allocated_bytes=a, est_peak_reserved_bytes=b, est_device_used_bytes=c)
+            for r in records
+            for a, b, c in [_current_estimates(r)]
+        ]
     held_out = {}
     for source in sorted({r.source for r in records}):
         for prediction in leave_one_config_out([r for r in records if r.source == source]):

@@ -104,7 +104,8 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         if run.dropout > 0:
             # each module has its own dropout, saving its output (lora_A's input) and the mask:
             # CUDA's fused kernel keeps a bool mask, the CPU path a scaled noise tensor in x's dtype
-            mask = BOOL if run.device_kind == "cuda" else copy_dtype
+            # (autocast then saves lora_A's own 16-bit cast of the dropout output)
+            mask = BOOL if run.device_kind == "cuda" else ad
             adapter_inputs += len(chosen) * (copy_dtype + mask) * t * width
         elif copy_dtype != in_dtype[key]:
             # peft casts x to the adapter dtype per module; lora_A saves the copy

@@ -66,7 +66,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     if run.grad_ckpt:
         terms += [
             Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd),
-            Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", in_flight),
+            Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", frozenset({BACKWARD})),
         ]
     else:
         saved = model.num_layers * (layer.total - layer.attention_scores)
@@ -75,10 +75,11 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
             terms.append(
                 Term("activations/attention_scores", model.num_layers * layer.attention_scores, "eager attention: fp32 softmax + 16-bit copy, batch x heads x seq^2", fwd_bwd)
             )
-        terms.append(Term("activations/layer", layer.total, "the last layer back-propagated (layer 0) still holds its tensors", frozenset({BACKWARD_END})))
+    # when the last gradients are written, about half of layer 0's saved tensors are already freed
+    terms.append(Term("activations/last_layer", layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
     terms.append(Term("activations/transient", layer_transient_bytes(model, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
     dora = dora_transient_bytes(model, run, dt, adapted)
-    if dora:
+    if dora:  # counted as coinciding with the layer's other transients: the conservative choice
         terms.append(Term("activations/dora_weight_norm", dora, "DoRA: eye(in), dense B@A and the full weight for ||W + sBA||", frozenset({BACKWARD})))
     if dt.autocast and run.method == "full":
         copies = dt.compute_bytes * model.linear_params

@@ -37,12 +37,13 @@ def _device(device: str | None) -> str:
 @click.option("--steps", type=int, default=3, show_default=True, help="Training steps per measured run (steady state from step 2).")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store [default: the user data directory].")
 @click.option("--report", is_flag=True, help="Print the error table from the store instead of measuring.")
+@click.option("--current", is_flag=True, help="With --report: re-estimate every stored run with this version's model.")
 @click.option("--trace", is_flag=True, help="Trace one config at full size on fake tensors (needs --model).")
 @click.option("--model", "-m", default=None, help="Model for --trace (anything `estimate --model` takes).")
 @click.option("--method", default="qlora", show_default=True, help="Method for --trace.")
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (--report: a list of rows; --trace: one object).")
-def calibrate(device, preset, models, methods, steps, db, report, trace, model, method, as_json, **kwargs):
+def calibrate(device, preset, models, methods, steps, db, report, current, trace, model, method, as_json, **kwargs):
     """Measure real peak memory, store it beside the estimate, fit corrections, report the error.
 
     \b
@@ -52,19 +53,19 @@ def calibrate(device, preset, models, methods, steps, db, report, trace, model, 
     if steps < 2:
         raise ConfigError("--steps must be at least 2: the steady state starts at step 2")
     if report:
-        _report(db, as_json)
+        _report(db, as_json, current)
     elif trace:
         _trace(model, method, options_from_kwargs(kwargs), as_json)
     else:
         _run_matrix(_device(device), preset, models, methods, steps, db)
 
 
-def _report(db, as_json):
+def _report(db, as_json, current=False):
     from .calibrate.report import error_rows, summarize
 
     with _open_store(db) as store:
         records = store.runs()
-    rows = error_rows(records)
+    rows = error_rows(records, current=current)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
