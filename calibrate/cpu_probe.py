@@ -106,7 +106,9 @@ def describe_model(tracker: LiveTensorTracker, model) -> dict:
     tracker.track_module(model)
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
+    quantized = sum(1 for p in params if getattr(p, "quant_state", None) is not None)
     return {
+        "quantized_linears": quantized,
         "param_bytes": unique_storage_bytes(params),
         "trainable_param_bytes": unique_storage_bytes(trainable),
         "buffer_bytes": unique_storage_bytes(list(model.buffers())),
@@ -157,7 +159,7 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
     train_peak_bytes        max over the training phases of all steps
     steady_peak_bytes       max over the training phases of steps 2.. (step 1 allocates the
                             optimizer state; the steady state is what every later step needs)
-    phase_peak_bytes        {"load", "forward", "backward", "optimizer"} -> max peak of that phase
+    phase_peak_bytes        {"load", "inputs", "forward", "backward", "optimizer"} -> max peak of that phase
     steady_phase_peak_bytes {"forward", "backward", "optimizer"} -> same, steps 2.. only
     step_phase_peak_bytes   [ {phase: peak} for each step ]
     peak_phase, peak_step   where train_peak_bytes happened (step counted from 0)
@@ -171,8 +173,11 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
     grad_bytes              .grad storages alive after step 1's backward
     optimizer_state_bytes   optimizer state alive after step 1
     tracked_param_bytes     what the tracker labelled "params" after the build (== param_bytes)
+    quantized_linears       how many Linears hold 4-bit weights
     losses                  [loss per step]
     seconds                 wall time of build + steps
+    build_seconds           wall time of the build alone
+    round_to                storage rounding used (1: exact bytes)
     mode                    "cpu"
     notes                   where the run differs from the asked-for one (e.g. flash -> sdpa)
     run, steps, seed
@@ -193,6 +198,7 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
         with tracker:
             with tracker.phase("load", step=-1):
                 model = build_model(hf_config, run, device="cpu")
+            build_s = time.perf_counter() - t0
             extra = describe_model(tracker, model)
             optimizer = make_optimizer(run, [p for p in model.parameters() if p.requires_grad])
             vocab = int(model.config.vocab_size)
@@ -204,7 +210,9 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
             extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps))
     extra.update(
         seconds=time.perf_counter() - t0,
+        build_seconds=build_s,
         mode="cpu",
+        round_to=1,
         notes=list(getattr(model, "vramplan_notes", [])),
         run=run,
         steps=steps,

@@ -161,12 +161,13 @@ def quantize_decoder_linears(model: nn.Module, run: RunConfig, meta: bool = Fals
 
     skip = _output_embedding_names(model)
     cdtype = compute_dtype(run)
-    todo = [
-        (name, module)
+    names = [
+        name
         for name, module in model.named_modules()
         if type(module) is nn.Linear and name not in skip and ".layers." in f".{name}"
     ]
-    for name, old in todo:
+    for name in names:  # one layer at a time: each full-precision weight is freed once quantized
+        old = model.get_submodule(name)
         with torch.device("meta"):
             new = bnb.nn.Linear4bit(
                 old.in_features,
@@ -179,18 +180,16 @@ def quantize_decoder_linears(model: nn.Module, run: RunConfig, meta: bool = Fals
             )
         new.source_cls = nn.Linear
         new.requires_grad_(False)
-        template = new.weight
-        value = old.weight.data
-        param = bnb.nn.Params4bit(value, requires_grad=False, **template.__dict__)
+        param = bnb.nn.Params4bit(old.weight.data, requires_grad=False, **new.weight.__dict__)
         if not meta:
-            param = param.to(value.device)  # quantizes: uint8 data + quant_state
+            param = param.to(old.weight.device)  # quantizes: uint8 data + quant_state
         new.weight = param
         if old.bias is not None:
             new.bias = nn.Parameter(old.bias.data, requires_grad=False)
         model.set_submodule(name, new)
-        del old, value, param
+        del old, new, param
     model.is_loaded_in_4bit = True
-    return len(todo)
+    return len(names)
 
 
 def check_4bit_weights(model: nn.Module) -> int:
@@ -207,6 +206,25 @@ def check_4bit_weights(model: nn.Module) -> int:
                 raise AssertionError(f"{name}.weight has no quant_state")
             count += 1
     return count
+
+
+@contextlib.contextmanager
+def _meta_dora_init():
+    """DoRA's init deep-copies and dequantizes a 4-bit base layer, impossible on meta: make the
+    magnitude vector (out_features,) on meta in the dtype the real init produces instead."""
+    from peft.tuners.lora import dora
+
+    original = dora.DoraLinearLayer.update_layer
+
+    def update_layer(self, *, base_layer, lora_A, lora_B, scaling, place_on_cpu=False):
+        dtype = torch.promote_types(base_layer.weight.dtype, lora_A.dtype)
+        self.weight = nn.Parameter(torch.empty(base_layer.out_features, dtype=dtype, device="meta"), requires_grad=True)
+
+    dora.DoraLinearLayer.update_layer = update_layer
+    try:
+        yield
+    finally:
+        dora.DoraLinearLayer.update_layer = original
 
 
 def _enable_grad_ckpt(model: nn.Module) -> None:
@@ -266,7 +284,8 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
     if run.grad_ckpt:
         _enable_grad_ckpt(model)
         model.enable_input_require_grads()
-    with warnings.catch_warnings():
+    dora_patch = _meta_dora_init() if (meta and run.is_quantized and run.is_dora) else contextlib.nullcontext()
+    with warnings.catch_warnings(), dora_patch:
         warnings.simplefilter("ignore", UserWarning)
         model = peft.get_peft_model(model, lora_config, low_cpu_mem_usage=meta)
     adtype = ADAPTER_DTYPES[run.adapter_dtype]

@@ -59,6 +59,11 @@ MIGRATIONS = [
         validation TEXT NOT NULL
     );
     """,
+    # v2: calibrations remember which GPU preset they belong to, so `estimate --gpu` can find them
+    """
+    ALTER TABLE calibrations ADD COLUMN gpu_key TEXT;
+    CREATE INDEX calibrations_by_gpu ON calibrations (gpu_key, id);
+    """,
 ]
 
 
@@ -210,21 +215,27 @@ class Store:
             raise _store_error(self.path, exc) from None
         return [_record(row) for row in rows]
 
-    def add_calibration(self, device_name: str, stack: str, params: dict, fitted_run_ids: list[int], validation: dict) -> int:
+    def add_calibration(
+        self, device_name: str, stack: str, params: dict, fitted_run_ids: list[int], validation: dict, gpu_key: str | None = None
+    ) -> int:
         with self._transaction():
             cursor = self.connection.execute(
-                "INSERT INTO calibrations (created_at, device_name, stack, params, fitted_run_ids, validation) VALUES (?, ?, ?, ?, ?, ?)",
-                (_now(), device_name, stack, json.dumps(params), json.dumps(fitted_run_ids), json.dumps(validation)),
+                "INSERT INTO calibrations (created_at, device_name, gpu_key, stack, params, fitted_run_ids, validation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_now(), device_name, gpu_key, stack, json.dumps(params), json.dumps(fitted_run_ids), json.dumps(validation)),
             )
         return int(cursor.lastrowid)
 
-    def latest_calibration(self, device_name: str, stack: str | None = None) -> dict | None:
-        query = "SELECT * FROM calibrations WHERE device_name = ?"
-        args: list = [device_name]
+    def latest_calibration(self, gpu_key: str, stack: str | None = None) -> dict | None:
+        """The newest calibration fitted on the GPU preset `gpu_key` (and `stack`, when given)."""
+        query = "SELECT * FROM calibrations WHERE gpu_key = ?"
+        args: list = [gpu_key]
         if stack is not None:
             query += " AND stack = ?"
             args.append(stack)
-        row = self.connection.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        try:
+            row = self.connection.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(self.path, exc) from None
         if row is None:
             return None
         return {**dict(row), "params": json.loads(row["params"]), "fitted_run_ids": json.loads(row["fitted_run_ids"]), "validation": json.loads(row["validation"])}

@@ -170,3 +170,45 @@ def test_targets_resolve_presets_and_short_names():
     assert resolve_target_modules(model, ("q", "v")) == ["q_proj", "v_proj"]
     with pytest.raises(ValueError):
         resolve_target_modules(model, ("nonexistent",))
+
+
+@pytest.mark.parametrize("method", ["lora", "qdora"])
+def test_fake_trace_matches_the_real_cpu_measurement(method):
+    fake_trace = importlib.import_module("vramplan.calibrate.fake_trace")
+    run = RunConfig(method=method, seq_len=SEQ, rank=4, grad_ckpt=True, device_kind="cpu")
+    real = cpu_probe.measure_cpu(TINY, run, steps=2)
+    fake = fake_trace.trace_step(TINY, run, steps=2)
+    assert set(fake) == set(real)
+    assert fake["mode"] == "fake" and fake["losses"] == [None, None]
+    for key in (
+        "train_peak_bytes",
+        "steady_peak_bytes",
+        "steady_phase_peak_bytes",
+        "breakdown",
+        "param_bytes",
+        "grad_bytes",
+        "optimizer_state_bytes",
+        "quant_state_bytes",
+    ):
+        assert fake[key] == real[key], key
+
+
+def test_fake_trace_cuda_emulation_rounds_blocks_and_saves_bool_dropout_masks():
+    fake_trace = importlib.import_module("vramplan.calibrate.fake_trace")
+    base = dict(method="lora", seq_len=SEQ, rank=4, grad_ckpt=False, dropout=0.1)
+    cuda = fake_trace.trace_step(TINY, RunConfig(**base, device_kind="cuda"), steps=1)
+    assert cuda["round_to"] == 512 and cuda["train_peak_bytes"] % 512 == 0 and cuda["notes"]
+
+    def saved(r):
+        fwd = next(rec for rec in r["records"] if rec["phase"] == "forward")
+        return fwd["breakdown"]["activations"]
+
+    cpu = fake_trace.trace_step(TINY, RunConfig(**base, device_kind="cpu"), steps=1)
+    cuda_exact = fake_trace.trace_step(TINY, RunConfig(**base, device_kind="cuda"), steps=1, round_to=1)
+    # One dropout per adapted Linear, on its fp32 input: CPU keeps a fp32 mask (4 B/element),
+    # CUDA's fused kernel a bool one (1 B/element). q k v o gate up see hidden-sized inputs, down
+    # an intermediate-sized one; without checkpointing nothing makes the embeddings require grad,
+    # so layer 0's q/k/v masks are not saved at all.
+    h, i, n = TINY["hidden_size"], TINY["intermediate_size"], TINY["num_hidden_layers"]
+    masked = SEQ * ((6 * h + i) * n - 3 * h)
+    assert saved(cpu) - saved(cuda_exact) == 3 * masked

@@ -124,7 +124,7 @@ def _run_matrix(device, preset, models, methods, steps, db):
     from .calibrate.fit import fit_corrections
     from .calibrate.matrix import calibration_matrix
     from .calibrate.runner import measure_and_store
-    from .planner.catalog import resolve_gpu
+    from .planner.catalog import gpu_for_device_name
 
     matrix = calibration_matrix(device, preset)
     if models:
@@ -136,12 +136,7 @@ def _run_matrix(device, preset, models, methods, steps, db):
     if not matrix:
         raise ConfigError("--models/--methods left nothing to measure in this preset")
     env = environment(device)
-    gpu = None
-    if device == "cuda":
-        try:
-            gpu = resolve_gpu(env["device_name"].replace("NVIDIA ", ""))
-        except Exception:
-            gpu = None
+    gpu = gpu_for_device_name(env["device_name"]) if device == "cuda" else None
     command = "vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     counts = {"ok": 0, "oom": 0, "error": 0}
     with _open_store(db) as store, Progress() as progress:
@@ -154,7 +149,10 @@ def _run_matrix(device, preset, models, methods, steps, db):
         records = store.runs(source=device, device_name=env["device_name"])
         records = [r for r in records if r.stack == env["stack"]]
         corrections = fit_corrections(records, f"{env['device_name']} / {env['stack']}")
-        store.add_calibration(env["device_name"], env["stack"], corrections.__dict__, [r.id for r in records if r.outcome == "ok"], {"runs": len(records)})
+        store.add_calibration(
+            env["device_name"], env["stack"], corrections.__dict__, [r.id for r in records if r.outcome == "ok"],
+            {"runs": len(records)}, gpu_key=gpu.key if gpu else None,
+        )
     click.echo(f"{len(matrix)} runs: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error; stored in {store.path}")
     click.echo(f"fitted: activation scale {corrections.activation_scale:.3f}, allocator slack {corrections.allocator_slack_ratio:.3f}, "
                f"outside allocator {corrections.cuda_context_bytes / 2**20:.0f} MiB")

@@ -61,8 +61,9 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB or 24GB.")
 @click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated: full, lora, qlora, dora, qdora [default: full,lora,qlora,dora].")
 @run_options
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration for --gpu to use [default: the user data directory, if it exists].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
-def estimate(model, gpu, gpu_mem, methods, as_json, **kwargs):
+def estimate(model, gpu, gpu_mem, methods, db, as_json, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -76,7 +77,12 @@ def estimate(model, gpu, gpu_mem, methods, as_json, **kwargs):
     chosen = parse_methods(methods)
     resolved = resolve_model(model)
     base_run = build_run(options, chosen[0], gpu_spec)
-    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec)
+    corrections = None
+    if gpu_spec is not None and (db is not None or gpu_spec.key != "custom"):
+        from .calibrate.lookup import corrections_for
+
+        corrections = corrections_for(gpu_spec, db)
+    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections)
     if as_json:
         from .reports.estimate_json import estimate_document
 

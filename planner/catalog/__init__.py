@@ -113,3 +113,15 @@ def custom_gpu(total_bytes: int, bf16: bool = True) -> GpuSpec:
     """A GPU known only by its memory (`--gpu-mem`)."""
     gib = total_bytes / (1 << 30)
     return GpuSpec(key="custom", name=f"custom GPU ({gib:.1f} GiB)", total_bytes=total_bytes, bf16=bf16)
+
+
+def gpu_for_device_name(device_name: str) -> GpuSpec | None:
+    """The preset a driver-reported name belongs to ('NVIDIA A100-SXM4-80GB' -> a100-80gb), if any."""
+    tokens = set("".join(ch if ch.isalnum() else " " for ch in device_name.lower()).split())
+    best, best_score = None, 0
+    for gpu in all_gpus():
+        for name in (gpu.key, *gpu.aliases):
+            parts = name.split("-")
+            if all(part in tokens for part in parts) and len(parts) > best_score:
+                best, best_score = gpu, len(parts)
+    return best
