@@ -68,6 +68,21 @@ def _cuda(preset: str) -> list[tuple[str, RunConfig]]:
     return runs
 
 
+TRACE_MODELS = {
+    "quick": ("meta-llama/Meta-Llama-3-8B",),
+    "standard": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1"),
+    "full": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen3-8B", "google/gemma-2-9b"),
+}
+
+
+def _trace(preset: str) -> list[tuple[str, RunConfig]]:
+    """Full-size steps on fake tensors, imitating CUDA (bool dropout masks, foreach AdamW)."""
+    runs = []
+    for model, method, ckpt in product(TRACE_MODELS[preset], METHODS, (True, False)):
+        runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, batch=1, seq_len=2048, device_kind="cuda")))
+    return runs
+
+
 def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
     """The configs one `vramplan calibrate` run measures.
 
@@ -80,4 +95,6 @@ def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
         return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]()
     if device == "cuda":
         return _cuda(preset)
-    raise ConfigError(f"--device {device!r} is not one of: cuda, cpu")
+    if device == "trace":
+        return _trace(preset)
+    raise ConfigError(f"--device {device!r} is not one of: cuda, cpu, trace")

@@ -57,6 +57,9 @@ def measure_and_store(
     """Estimate, then measure, then store one run; an OOM or a failure is stored too."""
     config, spec = model_for(model_name)
     predicted = estimate(spec, run, gpu).breakdown
+    allocated = predicted.peak_allocated_bytes
+    if source == "trace":  # a trace sees tensors only: the cuBLAS workspace is not one of them
+        allocated -= predicted.by_name().get("overhead/cublas_workspace", 0)
     started = time.perf_counter()
     outcome, error, result = "ok", None, {}
     try:
@@ -84,7 +87,7 @@ def measure_and_store(
         stack=environment["stack"],
         environment=environment,
         estimate={"terms": predicted.by_name(), "at_peak": predicted.at_peak(), "peak_phase": predicted.peak_phase},
-        est_peak_allocated_bytes=predicted.peak_allocated_bytes,
+        est_peak_allocated_bytes=allocated,
         est_peak_reserved_bytes=predicted.peak_reserved_bytes,
         est_device_used_bytes=predicted.device_used_bytes,
         peak_allocated_bytes=result.get("steady_peak_bytes"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..breakdown import ALL_PHASES, BACKWARD, BACKWARD_END, OPTIMIZER, Term
+from ..breakdown import ALL_PHASES, BACKWARD_END, OPTIMIZER, Term
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
 from ..targets import adapter_params
@@ -61,7 +61,8 @@ def adapter_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tupl
     kind = "DoRA: LoRA A/B + magnitude" if run.is_dora else "LoRA A/B"
     return [
         Term("weights/adapter", n * dt.adapter_bytes, f"{kind}: {n:,} params x {dt.adapter_bytes} B (peft keeps fp32 by default)"),
-        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", frozenset({BACKWARD, BACKWARD_END, OPTIMIZER})),
+        # written layer by layer during backward: at its start (the recomputed top layer) almost none exist
+        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", frozenset({BACKWARD_END, OPTIMIZER})),
     ]
 
 
