@@ -249,6 +249,7 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
     if note:
         notes.append(note)
     config = transformers.AutoConfig.for_model(**hf_config)
+    config.use_cache = False  # training keeps no KV cache (transformers warns about it under checkpointing)
     wdtype = weight_dtype(run)
     ctx = torch.device("meta") if meta else (contextlib.nullcontext() if dev.type == "cpu" else torch.device(dev))
     with ctx:

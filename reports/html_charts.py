@@ -1,0 +1,337 @@
+"""Plotly figures for the HTML report: pure functions from numbers to figures.
+
+One colour family per kind of memory, the same in every chart: weights blue, gradients orange,
+optimizer green, activations purple, overhead grey; each named term is a shade of its family.
+Methods have their own colour-blind-safe colours (Okabe-Ito) and marker shapes. Every axis that
+carries memory says GiB (2^30 bytes). Text that came from the user (model and GPU names) is
+HTML-escaped before it reaches a figure: plotly renders a subset of HTML in its labels.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import zlib
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+GIB = 1 << 30
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif"
+
+FAMILY_SHADES = {
+    "weights": ("#08306b", "#2171b5", "#4292c6", "#6baed6", "#9ecae1", "#c6dbef"),
+    "grads": ("#a63603", "#e6550d", "#fd8d3c", "#fdae6b"),
+    "optimizer": ("#00441b", "#238b45", "#41ab5d", "#74c476", "#a1d99b"),
+    "activations": ("#3f007d", "#54278f", "#6a51a3", "#807dba", "#9e9ac8", "#b4b1d6", "#cbc9e2", "#7a0177", "#ae017e", "#dd3497"),
+    "overhead": ("#252525", "#636363", "#969696", "#bdbdbd"),
+}
+FAMILY_ORDER = ("weights", "grads", "optimizer", "activations", "overhead")
+FAMILY_TITLES = {"weights": "Weights", "grads": "Gradients", "optimizer": "Optimizer", "activations": "Activations", "overhead": "Overhead"}
+OTHER_COLOR = "#8c6d31"
+
+# Every term the estimator emits, in the order it stacks them: a term keeps its shade in every chart.
+TERM_SHADE = {
+    "weights/base": 0, "weights/quant_constants": 1, "weights/unquantized": 2, "weights/adapter": 3,
+    "weights/autocast_copies": 4,
+    "grads/trainable": 0, "grads/lm_head": 2,
+    "optimizer/states": 0, "optimizer/paged_states": 2, "optimizer/step_temporaries": 3,
+    "activations/inputs": 6, "activations/logits": 0, "activations/checkpoint_inputs": 2, "activations/layer": 4,
+    "activations/layers": 1, "activations/attention_scores": 7, "activations/last_layer": 5,
+    "activations/transient": 3, "activations/dora_weight_norm": 8,
+    "overhead/cublas_workspace": 2, "overhead/allocator_slack": 3, "overhead/cuda_context": 1,
+}
+
+METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
+METHOD_COLORS = {"full": "#D55E00", "lora": "#0072B2", "qlora": "#009E73", "dora": "#CC79A7", "qdora": "#E69F00"}
+METHOD_SYMBOLS = {"full": "square", "lora": "circle", "qlora": "diamond", "dora": "triangle-up", "qdora": "x"}
+SOURCE_SYMBOLS = {"cpu": "circle", "trace": "square", "cuda": "diamond"}
+SOURCE_TITLES = {"cpu": "cpu (live-tensor tracker)", "trace": "trace (fake tensors, full size)", "cuda": "cuda (max_memory_allocated)"}
+GPU_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
+GPU_LINE = "#3a3a3a"
+
+
+def esc(text) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def gib(n_bytes: float) -> float:
+    return n_bytes / GIB
+
+
+def term_sort_key(term_name: str) -> int:
+    """Family order: weights, gradients, optimizer, activations, overhead, then anything else."""
+    fam = family(term_name)
+    return FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
+def family(term_name: str) -> str:
+    head = term_name.split("/", 1)[0]
+    return head if head in FAMILY_SHADES else "other"
+
+
+def term_color(term_name: str) -> str:
+    """The term's shade of its family colour (stable: the same term, the same colour, in every chart)."""
+    fam = family(term_name)
+    if fam == "other":
+        return OTHER_COLOR
+    shades = FAMILY_SHADES[fam]
+    index = TERM_SHADE.get(term_name)
+    if index is None:  # a term this table does not know yet still gets a stable shade of its family
+        index = zlib.crc32(term_name.encode()) % len(shades)
+    return shades[index % len(shades)]
+
+
+def method_title(method: str) -> str:
+    return METHOD_TITLES.get(method, method)
+
+
+def method_color(method: str) -> str:
+    return METHOD_COLORS.get(method, "#555555")
+
+
+def gpu_label(gpu) -> str:
+    return f"{esc(gpu.name)} · {gib(gpu.total_bytes):.1f} GiB"
+
+
+def _base_layout(fig: go.Figure, title: str, height: int, subtitle: str = "") -> go.Figure:
+    """Shared look; the title (and subtitle) are plain text, escaped here."""
+    title_spec = {"text": esc(title), "x": 0.01, "xanchor": "left", "font": {"size": 17}}
+    if subtitle:
+        title_spec["subtitle"] = {"text": esc(subtitle), "font": {"size": 13, "color": "#5b6574"}}
+    fig.update_layout(
+        template="plotly_white",
+        title=title_spec,
+        height=height,
+        font={"family": FONT, "size": 13, "color": "#1d2430"},
+        margin={"l": 70, "r": 30, "t": 70, "b": 60},
+        hoverlabel={"font": {"family": FONT, "size": 12}, "align": "left"},
+    )
+    return fig
+
+
+def _gpu_lines(fig: go.Figure, gpus, row=None, col=None) -> None:
+    """Each GPU's memory as a labelled horizontal line (labels alternate sides so close ones don't collide)."""
+    for i, gpu in enumerate(sorted(gpus, key=lambda g: g.total_bytes)):
+        kwargs = {"row": row, "col": col} if row is not None else {}
+        fig.add_hline(
+            y=gib(gpu.total_bytes),
+            line={"color": GPU_LINE, "width": 1.6, "dash": GPU_DASHES[i % len(GPU_DASHES)]},
+            annotation={"text": f"{gpu_label(gpu)}", "font": {"size": 12, "color": GPU_LINE}, "bgcolor": "rgba(255,255,255,0.75)"},
+            annotation_position="top left" if i % 2 == 0 else "top right",
+            **kwargs,
+        )
+
+
+def methods_figure(methods: list[str], terms: list[dict], totals: dict[str, int], peak_phases: dict[str, str], gpus, title: str, subtitle: str = "") -> go.Figure:
+    """Stacked bars of the named terms at each method's peak, with each GPU's memory as a line.
+
+    `terms`: one dict per term, {"name", "bytes": {method: n}, "notes": {method: text}} (bytes
+    counted at that method's peak); `totals`: device-used bytes per method.
+    """
+    fig = go.Figure()
+    x = [method_title(m) for m in methods]
+    seen_families = set()
+    for term in sorted(terms, key=lambda t: term_sort_key(t["name"])):
+        values = [term["bytes"].get(m, 0) for m in methods]
+        if not any(values):
+            continue
+        fam = family(term["name"])
+        custom = [[f"{v:,}", esc(term["notes"].get(m, "")) or "-", peak_phases.get(m, "")] for m, v in zip(methods, values)]
+        fig.add_trace(go.Bar(
+            name=term["name"],
+            x=x,
+            y=[gib(v) for v in values],
+            marker={"color": term_color(term["name"]), "line": {"color": "white", "width": 0.5}},
+            legendgroup=fam,
+            legendgrouptitle={"text": FAMILY_TITLES.get(fam, fam)} if fam not in seen_families else None,
+            customdata=custom,
+            hovertemplate=(
+                "<b>%{fullData.name}</b> · %{x}<br>%{customdata[0]} bytes = %{y:.3f} GiB"
+                "<br>%{customdata[1]}<br>peak phase: %{customdata[2]}<extra></extra>"
+            ),
+        ))
+        seen_families.add(fam)
+    top = max([gib(totals[m]) for m in methods] + [gib(g.total_bytes) for g in gpus] + [1.0])
+    for m, label in zip(methods, x):
+        fig.add_annotation(
+            x=label, y=gib(totals[m]), yanchor="bottom", showarrow=False,
+            text=f"<b>{gib(totals[m]):.1f} GiB</b>", font={"size": 13},
+        )
+    _gpu_lines(fig, gpus)
+    _base_layout(fig, title, 720, subtitle)
+    fig.update_layout(
+        barmode="stack",
+        bargap=0.35,
+        legend={"title": {"text": "term (at the peak)"}, "traceorder": "grouped", "groupclick": "toggleitem",
+                "font": {"size": 12}, "tracegroupgap": 8},
+        yaxis={"title": {"text": "memory at the peak, GiB (2^30 bytes)"}, "range": [0, top * 1.12], "rangemode": "tozero"},
+        xaxis={"title": {"text": "fine-tuning method"}},
+    )
+    return fig
+
+
+def _log_value_ticks(low: float, high: float) -> dict:
+    """Ticks at 1, 2, 5 x 10^k between low and high, labelled in full (plotly's 'D2' labels '2' for 20)."""
+    ticks = []
+    for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10.0**exponent
+            if low <= value <= high:
+                ticks.append(value)
+    return {"tickvals": ticks, "ticktext": [f"{v:g}" for v in ticks]}
+
+
+def _log2_ticks(values: list[int]) -> dict:
+    return {"type": "log", "tickvals": values, "ticktext": [f"{v:,}" for v in values]}
+
+
+def sweep_figure(label: str, values: list[int], series: dict[str, list[int | None]], gpus, current: int | None, title: str, subtitle: str = "") -> go.Figure:
+    """Predicted device-used peak against one setting: one line per method, each GPU's memory as a line.
+
+    `series`: method -> bytes per value (None where the estimate could not be made). Everything
+    is drawn as traces (no shapes), so a log axis places the GPU lines where their GiB say.
+    """
+    fig = go.Figure()
+    plotted = []
+    for method, points in series.items():
+        ys = [None if p is None else gib(p) for p in points]
+        plotted += [y for y in ys if y]
+        custom = [["-" if p is None else f"{p:,}"] for p in points]
+        fig.add_trace(go.Scatter(
+            name=method_title(method), x=values, y=ys, mode="lines+markers", legendgroup="methods",
+            legendgrouptitle={"text": "method"} if not fig.data else None,
+            line={"color": method_color(method), "width": 2.5},
+            marker={"symbol": METHOD_SYMBOLS.get(method, "circle"), "size": 9, "color": method_color(method)},
+            customdata=custom,
+            hovertemplate=f"<b>{esc(method_title(method))}</b><br>{esc(label)} %{{x:,}}<br>%{{customdata[0]}} bytes = %{{y:.2f}} GiB<extra></extra>",
+        ))
+    if current is not None and current in values:
+        at = values.index(current)
+        ring_y = [gib(points[at]) for points in series.values() if points[at] is not None]
+        fig.add_trace(go.Scatter(
+            name=f"this run ({current:,})", x=[current] * len(ring_y), y=ring_y, mode="markers", legendgroup="run",
+            marker={"symbol": "circle-open", "size": 20, "color": "#1d2430", "line": {"width": 2}}, hoverinfo="skip",
+        ))
+    for i, gpu in enumerate(sorted(gpus, key=lambda g: g.total_bytes)):
+        y = gib(gpu.total_bytes)
+        fig.add_trace(go.Scatter(
+            name=gpu_label(gpu), x=[values[0], values[-1]], y=[y, y], mode="lines+text", legendgroup="gpus",
+            legendgrouptitle={"text": "GPU memory"} if i == 0 else None,
+            line={"color": GPU_LINE, "width": 1.6, "dash": GPU_DASHES[i % len(GPU_DASHES)]},
+            text=[gpu_label(gpu), ""], textposition="top right", textfont={"size": 12, "color": GPU_LINE},
+            hovertemplate=f"{gpu_label(gpu)}<br>{gpu.total_bytes:,} bytes<extra></extra>",
+        ))
+    everything = plotted + [gib(g.total_bytes) for g in gpus]
+    log_y = bool(everything) and max(everything) / max(min(everything), 1e-6) > 6
+    _base_layout(fig, title, 480, subtitle)
+    y_title = "predicted peak (device used), GiB" + (", log scale" if log_y else "")
+    yaxis = {"title": {"text": y_title}, "type": "log" if log_y else "linear"}
+    if log_y:
+        low, high = min(everything) / 1.15, max(everything) * 1.15
+        yaxis.update(range=[math.log10(low), math.log10(high)], **_log_value_ticks(low, high))
+    else:
+        yaxis["rangemode"] = "tozero"
+    fig.update_layout(
+        xaxis={"title": {"text": label + " (log scale)"}, **_log2_ticks(values)},
+        yaxis=yaxis,
+        legend={"groupclick": "toggleitem", "tracegroupgap": 12},
+        hovermode="closest",
+    )
+    return fig
+
+
+FIT_COLORSCALE = [
+    [0.0, "#8e0b1e"], [0.499, "#f4b6b0"],  # does not fit: the further over, the darker red
+    [0.501, "#cfead0"], [1.0, "#14692f"],  # fits: the more headroom, the darker green
+]
+
+
+def fit_matrix_figure(model_labels: list[str], gpus, methods: list[str], headroom: dict[tuple[int, str, str], int | None], title: str, subtitle: str = "") -> go.Figure:
+    """Headroom heatmap: one panel per GPU, models down, methods across; red does not fit, green fits.
+
+    `headroom[(model_index, gpu_key, method)]` is GPU memory minus the predicted device-used peak
+    (bytes; negative: does not fit; None: no estimate).
+    """
+    fig = make_subplots(
+        rows=1, cols=len(gpus), shared_yaxes=True, horizontal_spacing=0.025,
+        subplot_titles=[gpu_label(g) for g in gpus],
+    )
+    limit = max(gib(g.total_bytes) for g in gpus) / 2
+    x = [method_title(m) for m in methods]
+    for col, gpu in enumerate(gpus, start=1):
+        z, text, custom = [], [], []
+        for i, _ in enumerate(model_labels):
+            row_z, row_text, row_custom = [], [], []
+            for method in methods:
+                value = headroom.get((i, gpu.key, method))
+                if value is None:
+                    row_z.append(None)
+                    row_text.append("")
+                    row_custom.append(["no estimate", "-"])
+                    continue
+                g = gib(value)
+                row_z.append(g)
+                row_text.append(f"{'✓' if value >= 0 else '✗'} {g:+.1f}")
+                row_custom.append(["fits" if value >= 0 else "does not fit", f"{value:,}"])
+            z.append(row_z)
+            text.append(row_text)
+            custom.append(row_custom)
+        fig.add_trace(go.Heatmap(
+            z=z, x=x, y=[esc(label) for label in model_labels], text=text, texttemplate="%{text}", textfont={"size": 12},
+            customdata=custom, colorscale=FIT_COLORSCALE, zmid=0, zmin=-limit, zmax=limit,
+            xgap=2, ygap=2, showscale=col == len(gpus),
+            colorbar={"title": {"text": "headroom<br>GiB", "side": "top"}, "thickness": 14, "len": 0.9},
+            hovertemplate=f"<b>%{{y}}</b> · %{{x}} on {esc(gpu.name)}<br>%{{customdata[0]}}: headroom %{{z:+.2f}} GiB<br>(%{{customdata[1]}} bytes)<extra></extra>",
+        ), row=1, col=col)
+    height = max(360, 120 + 46 * len(model_labels))
+    _base_layout(fig, title, height, subtitle)
+    fig.update_layout(margin={"l": 230, "r": 30, "t": 100, "b": 50})
+    fig.update_yaxes(autorange="reversed", tickfont={"size": 12})
+    fig.update_xaxes(side="bottom", tickfont={"size": 12})
+    for annotation in fig.layout.annotations:
+        annotation.font = {"size": 13}
+    return fig
+
+
+def trust_figure(points: list[dict], title: str, subtitle: str = "") -> go.Figure:
+    """Estimated against measured peak allocated, per method and source, with y = x and ±5 % bands.
+
+    `points`: {"method", "source", "estimated_bytes", "measured_bytes", "label"} per measured run.
+    """
+    fig = go.Figure()
+    values = [gib(p[k]) for p in points for k in ("estimated_bytes", "measured_bytes")]
+    low, high = min(values) / 1.3, max(values) * 1.3
+    band = [low, high]
+    fig.add_trace(go.Scatter(x=band, y=[v * 0.95 for v in band], mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(
+        x=band, y=[v * 1.05 for v in band], mode="lines", line={"width": 0}, fill="tonexty",
+        fillcolor="rgba(120,130,145,0.18)", name="±5 % of measured", hoverinfo="skip",
+    ))
+    fig.add_trace(go.Scatter(x=band, y=band, mode="lines", line={"color": "#3a3a3a", "width": 1.2, "dash": "dash"}, name="estimate = measured", hoverinfo="skip"))
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["source"], p["method"]), []).append(p)
+    for (source, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], list(METHOD_TITLES).index(kv[0][1]) if kv[0][1] in METHOD_TITLES else 9)):
+        fig.add_trace(go.Scatter(
+            name=f"{method_title(method)} · {source}",
+            x=[gib(p["measured_bytes"]) for p in group],
+            y=[gib(p["estimated_bytes"]) for p in group],
+            mode="markers",
+            marker={"color": method_color(method), "symbol": SOURCE_SYMBOLS.get(source, "circle-open"), "size": 10,
+                    "line": {"color": "white", "width": 1}, "opacity": 0.9},
+            customdata=[[esc(p["label"]), f"{p['estimated_bytes']:,}", f"{p['measured_bytes']:,}",
+                         f"{100.0 * (p['estimated_bytes'] - p['measured_bytes']) / p['measured_bytes']:+.1f}"] for p in group],
+            hovertemplate=(
+                "<b>%{fullData.name}</b><br>%{customdata[0]}<br>estimated %{customdata[1]} B<br>measured %{customdata[2]} B"
+                "<br>error %{customdata[3]} %<extra></extra>"
+            ),
+        ))
+    _base_layout(fig, title, 560, subtitle)
+    axis = {"type": "log", "range": [math.log10(low), math.log10(high)], **_log_value_ticks(low, high)}
+    fig.update_layout(
+        xaxis={"title": {"text": "measured peak allocated, GiB (2^30 bytes), log scale"}, **axis},
+        yaxis={"title": {"text": "estimated peak allocated, GiB (2^30 bytes), log scale"}, "scaleanchor": "x", **axis},
+        legend={"title": {"text": "method · source"}},
+    )
+    return fig

@@ -1,0 +1,410 @@
+"""The HTML comparison report: methods side by side, sweeps, a fit matrix and, given a store, trust.
+
+`build_report` computes every number with the planner (the same estimates `vramplan estimate`
+prints, with the same calibration lookup) and hands them to the pure figure builders in
+`html_charts`; `html_page` lays them out with a table of the exact numbers under each chart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..planner.catalog import resolve_gpu, resolve_model
+from ..planner.errors import ConfigError, VramplanError
+from ..planner.estimator import estimate
+from ..planner.specs import METHODS, GpuSpec, ModelSpec, RunConfig
+from . import html_charts as charts
+from .html_page import Cell, Chart, Section, Table, render_page
+
+GIB = 1 << 30
+DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
+FIT_SIZES = ("1b", "3b", "8b", "14b", "32b", "70b")  # size shorthands -> catalog models (planner.catalog.models.SIZE_DEFAULTS)
+SWEEPS = (
+    ("rank", "LoRA rank r", (4, 8, 16, 32, 64, 128, 256)),
+    ("batch", "micro-batch size", (1, 2, 4, 8, 16, 32)),
+    ("seq_len", "sequence length (tokens)", (256, 512, 1024, 2048, 4096, 8192, 16384)),
+)
+
+
+def _gib(n_bytes: int | None, digits: int = 2) -> str:
+    return "-" if n_bytes is None else f"{n_bytes / GIB:.{digits}f}"
+
+
+def _bytes_cell(n_bytes: int | None, digits: int = 3, signed: bool = False) -> Cell:
+    if n_bytes is None:
+        return Cell("-")
+    text = f"{n_bytes / GIB:+.{digits}f}" if signed else f"{n_bytes / GIB:.{digits}f}"
+    return Cell(text, title=f"{n_bytes:,} bytes")
+
+
+def _fit_cell(headroom: int | None) -> Cell:
+    if headroom is None:
+        return Cell("-")
+    fits = headroom >= 0
+    return Cell(f"{'✓' if fits else '✗'} {headroom / GIB:+.2f}", title=f"headroom {headroom:,} bytes", cls="ok" if fits else "bad")
+
+
+def _check_precision(run: RunConfig, gpus: list[GpuSpec]) -> None:
+    uses_bf16 = run.precision.startswith("bf16") or run.adapter_dtype == "bf16"
+    for gpu in gpus:
+        if uses_bf16 and not gpu.bf16:
+            raise ConfigError(f"{gpu.name} has no bf16 support: use --precision fp16 or fp16-mixed (and --adapter-dtype fp32 or fp16)")
+
+
+def _corrections(gpu: GpuSpec, db_path):
+    from ..calibrate.lookup import corrections_for
+
+    return corrections_for(gpu, db_path)
+
+
+def _short_name(spec: ModelSpec) -> str:
+    return spec.name.rsplit("/", 1)[-1] if spec.source == "catalog" else spec.name
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def _overview(resolved, gpus, run: RunConfig, methods, corrections, db_path, results) -> Section:
+    spec = resolved.spec
+    first = results[gpus[0].key][0].estimate
+    adapted = next((r.estimate.adapted for r in results[gpus[0].key] if r.estimate.adapted), ())
+    facts = [
+        ("model", spec.name),
+        ("resolved from", resolved.note),
+        ("parameters", f"{spec.base_params / 1e9:.2f} B ({spec.base_params:,})"),
+        ("architecture", f"{spec.model_type}, {spec.num_layers} layers, hidden {spec.hidden_size:,}, vocab {spec.vocab_size:,}"),
+        ("methods", ", ".join(charts.method_title(m) for m in methods)),
+    ]
+    for gpu in gpus:
+        facts.append((f"GPU {gpu.key}", f"{gpu.name}: {gpu.total_bytes / GIB:.2f} GiB ({gpu.total_bytes:,} bytes), {'bf16' if gpu.bf16 else 'no bf16'}"))
+    facts += [
+        ("step", f"batch {run.batch} × {run.seq_len} tokens, gradient checkpointing {'on' if run.grad_ckpt else 'off'}, "
+                 f"{run.optimizer}, {run.precision}, {run.attention} attention"),
+        ("adapters", f"rank {run.rank}, alpha {run.lora_alpha:g}, dropout {run.dropout:g}, {run.adapter_dtype}, "
+                     f"on {', '.join(adapted) if adapted else ', '.join(run.targets)}; NF4 {'double-quant' if run.double_quant else 'single-quant'}"),
+    ]
+    for gpu in gpus:
+        facts.append((f"calibration {gpu.key}", corrections[gpu.key].source))
+    facts.append(("measurement store", str(db_path) if db_path is not None else "none given (no trust section)"))
+    return Section(
+        heading="What was estimated",
+        anchor="overview",
+        paragraphs=(
+            "Every memory figure is in GiB (2^30 bytes). 'Device used' is what nvidia-smi would show for the training "
+            "process: the peak of live tensors (allocated), plus the caching allocator's slack (reserved), plus memory "
+            "outside torch's allocator (CUDA context, paged optimizer states). A run fits when device used is at most the "
+            "GPU's memory as the driver reports it.",
+            f"Calibration: {first.calibration}." if len(gpus) == 1 else "Each GPU uses its own calibration, listed below.",
+        ),
+        facts=tuple(facts),
+    )
+
+
+def _methods_section(gpus, methods, results) -> Section:
+    reference = gpus[0]
+    ref_results = results[reference.key]
+    names: list[str] = []
+    for result in ref_results:
+        for term in result.estimate.breakdown.terms:
+            if term.name not in names:
+                names.append(term.name)
+    names.sort(key=charts.term_sort_key)  # stable: first appearance within a family
+    terms = []
+    for name in names:
+        bytes_by_method, notes = {}, {}
+        for method, result in zip(methods, ref_results):
+            breakdown = result.estimate.breakdown
+            bytes_by_method[method] = breakdown.at_peak().get(name, 0)
+            notes[method] = next((t.note for t in breakdown.terms if t.name == name), "")
+        terms.append({"name": name, "bytes": bytes_by_method, "notes": notes})
+    totals = {m: r.estimate.breakdown.device_used_bytes for m, r in zip(methods, ref_results)}
+    phases = {m: r.estimate.breakdown.peak_phase for m, r in zip(methods, ref_results)}
+    run = ref_results[0].estimate.run
+    figure = charts.methods_figure(
+        list(methods), terms, totals, phases, gpus,
+        title=f"Peak GPU memory by method, term by term: {_short_name(ref_results[0].estimate.model)}",
+        subtitle=f"batch {run.batch} × {run.seq_len} tokens, {run.precision}, rank {run.rank}; bars total device used; dashed lines: GPU memory",
+    )
+    rows = []
+    for term in terms:
+        if not any(term["bytes"].values()):
+            continue
+        rows.append((term["name"], *[_bytes_cell(term["bytes"][m]) if term["bytes"][m] else Cell("-") for m in methods]))
+    breakdowns = [r.estimate.breakdown for r in ref_results]
+    rows.append((Cell("peak allocated", cls="strong"), *[_bytes_cell(b.peak_allocated_bytes) for b in breakdowns]))
+    rows.append(("peak reserved", *[_bytes_cell(b.peak_reserved_bytes) for b in breakdowns]))
+    rows.append(("device used", *[_bytes_cell(b.device_used_bytes) for b in breakdowns]))
+    rows.append(("peak phase", *[b.peak_phase for b in breakdowns]))
+    rows.append(("trainable params", *[f"{r.estimate.trainable_params:,}" for r in ref_results]))
+    term_table = Table(
+        columns=("term (GiB at the peak)", *[charts.method_title(m) for m in methods]),
+        rows=tuple(rows),
+        caption=f"Bytes at each method's peak, GiB to 3 decimals (hover a cell for exact bytes); overheads as calibrated for {reference.name}.",
+    )
+    fit_rows = []
+    for gpu in gpus:
+        for method, result in zip(methods, results[gpu.key]):
+            est = result.estimate
+            fit_rows.append((
+                gpu.name, charts.method_title(method),
+                _bytes_cell(est.breakdown.device_used_bytes, 2),
+                Cell(f"{gpu.total_bytes / GIB:.2f}", title=f"{gpu.total_bytes:,} bytes"),
+                _fit_cell(est.headroom_bytes),
+                str(result.max_batch) if result.max_batch is not None else "-",
+                f"{result.max_seq_len:,}" if result.max_seq_len is not None else "-",
+            ))
+    fit_table = Table(
+        columns=("GPU", "method", "device used, GiB", "GPU memory, GiB", "fits? headroom, GiB", f"max batch at {run.seq_len:,} tokens", f"max seq len at batch {run.batch}"),
+        rows=tuple(fit_rows),
+        numeric=(False, False, True, True, True, True, True),
+        caption="Per GPU: does the run fit, and the largest batch and sequence length that would (0: not even 1).",
+    )
+    return Section(
+        heading="Methods side by side",
+        anchor="methods",
+        paragraphs=(
+            "Each bar stacks the named terms of the estimate as they stand at that method's peak phase of a training step; "
+            "its height is the predicted device-used peak. Terms of one kind share a colour family (weights blue, gradients "
+            "orange, optimizer green, activations purple, overhead grey). Hover a segment for its exact bytes and what it is.",
+        ),
+        charts=(Chart(figure, term_table),),
+        tables=(fit_table,),
+    )
+
+
+def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections) -> Section | None:
+    reference = gpus[0]
+    chart_list = []
+    for field_name, label, values in SWEEPS:
+        sweep_methods = [m for m in methods if m != "full"] if field_name == "rank" else list(methods)
+        if not sweep_methods:
+            continue
+        current = getattr(run, field_name)
+        xs = sorted(set(values) | {current})
+        series: dict[str, list[int | None]] = {}
+        for method in sweep_methods:
+            points = []
+            for value in xs:
+                try:
+                    point_run = replace(run, method=method, **{field_name: value})
+                    points.append(estimate(spec, point_run, reference, corrections[reference.key]).breakdown.device_used_bytes)
+                except VramplanError:
+                    points.append(None)
+            series[method] = points
+        if not any(p is not None for points in series.values() for p in points):
+            continue
+        what = {"rank": "LoRA rank", "batch": "micro-batch size", "seq_len": "sequence length"}[field_name]
+        figure = charts.sweep_figure(
+            label, xs, series, gpus, current,
+            title=f"Predicted peak (device used) vs {what}",
+            subtitle=f"{_short_name(spec)}; other settings as in this run" + ("; Full fine-tuning has no rank" if field_name == "rank" and "full" in methods else ""),
+        )
+        rows = tuple(
+            (Cell(f"{x:,}" + (" (this run)" if x == current else "")), *[_bytes_cell(series[m][i], 2) for m in sweep_methods])
+            for i, x in enumerate(xs)
+        )
+        limits = "; ".join(f"{g.name} {g.total_bytes / GIB:.2f} GiB" for g in gpus)
+        table = Table(
+            columns=(label, *[f"{charts.method_title(m)}, GiB" for m in sweep_methods]),
+            rows=rows,
+            caption=f"Predicted device-used peak, GiB. GPU memory: {limits}.",
+        )
+        chart_list.append(Chart(figure, table))
+    if not chart_list:
+        return None
+    return Section(
+        heading="How the settings move the peak",
+        anchor="sweeps",
+        paragraphs=(
+            "One setting changes at a time; everything else stays as in this run. Where a line crosses a GPU's dashed line, "
+            f"that setting stops fitting. Overheads as calibrated for {reference.name}.",
+        ),
+        charts=tuple(chart_list),
+    )
+
+
+def _fit_matrix_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections) -> Section:
+    models: list[ModelSpec] = []
+    for size in FIT_SIZES:
+        candidate = resolve_model(size).spec
+        if candidate.name not in [m.name for m in models]:
+            models.append(candidate)
+    if spec.name not in [m.name for m in models]:
+        models.append(spec)
+    models.sort(key=lambda m: m.base_params)
+    labels = [
+        f"{_short_name(m)} · {m.base_params / 1e9:.1f}B" + (" (this report)" if m.name == spec.name else "") for m in models
+    ]
+    headroom: dict[tuple[int, str, str], int | None] = {}
+    for i, model in enumerate(models):
+        for gpu in gpus:
+            for method in methods:
+                try:
+                    headroom[(i, gpu.key, method)] = estimate(model, replace(run, method=method), gpu, corrections[gpu.key]).headroom_bytes
+                except VramplanError:
+                    headroom[(i, gpu.key, method)] = None
+    figure = charts.fit_matrix_figure(
+        labels, gpus, list(methods), headroom,
+        title="Which models fit: headroom per model, GPU and method",
+        subtitle=f"GiB left after the predicted device-used peak; ✓ fits, ✗ does not; batch {run.batch} × {run.seq_len} tokens, rank {run.rank}",
+    )
+    columns = ["model"] + [f"{g.key} · {charts.method_title(m)}" for g in gpus for m in methods]
+    rows = tuple(
+        (label, *[_fit_cell(headroom[(i, g.key, m)]) for g in gpus for m in methods]) for i, label in enumerate(labels)
+    )
+    table = Table(
+        columns=tuple(columns),
+        rows=rows,
+        caption="Headroom in GiB (GPU memory minus predicted device used): ✓ fits, ✗ does not. Hover for exact bytes.",
+    )
+    return Section(
+        heading="Which models fit",
+        anchor="fit-matrix",
+        paragraphs=(
+            "A handful of catalog models from 1B to 70B parameters (and this report's model), with this run's settings, on "
+            "each chosen GPU. Colour saturates at half the largest GPU's memory; the number in each cell is the exact headroom.",
+        ),
+        charts=(Chart(figure, table),),
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} %"
+
+
+def _trust_section(db_path) -> Section | None:
+    from ..calibrate.report import error_rows, summarize
+    from ..calibrate.store import Store
+
+    with Store.open(db_path) as store:
+        records = store.runs()
+    if not records:
+        return None
+    rows = error_rows(records)
+    points = [
+        {
+            "method": r["method"], "source": r["source"], "estimated_bytes": r["estimated_bytes"], "measured_bytes": r["measured_bytes"],
+            "label": f"run #{r['id']}: {r['model']} on {r['device']}",
+        }
+        for r in rows
+        if r["outcome"] == "ok" and r["error_pct"] is not None
+    ]
+    if not points:
+        return None
+    figure = charts.trust_figure(
+        points,
+        title="How far to trust the estimate: estimated vs measured peak allocated",
+        subtitle=f"{len(points)} measured runs from the store, by method (colour) and source (shape); shaded: within ±5 % of measured",
+    )
+    summary = summarize(rows)
+    summary_table = Table(
+        columns=("source", "method", "runs", "median |error|", "worst |error|", "median calibrated", "worst calibrated", "reserved median", "device median"),
+        rows=tuple(
+            (s.source, charts.method_title(s.method), str(s.count), _pct(s.median_abs_pct), _pct(s.worst_abs_pct),
+             _pct(s.median_abs_pct_calibrated), _pct(s.worst_abs_pct_calibrated), _pct(s.median_abs_pct_reserved), _pct(s.median_abs_pct_device))
+            for s in summary
+        ),
+        numeric=(False, False, True, True, True, True, True, True, True),
+        caption="Error of the estimate stored with each run against the measurement (|error| in % of measured), per source and method. "
+                "'Calibrated' columns are leave-one-config-out: each run predicted from a fit that did not see it.",
+    )
+    run_table = Table(
+        columns=("run", "source", "method", "model", "device", "outcome", "estimated, GiB", "measured, GiB", "error", "calibrated error"),
+        rows=tuple(
+            (str(r["id"]), r["source"], charts.method_title(r["method"] or "-"), r["model"], r["device"], r["outcome"],
+             _bytes_cell(r["estimated_bytes"]), _bytes_cell(r["measured_bytes"]),
+             "-" if r["error_pct"] is None else f"{r['error_pct']:+.1f} %",
+             "-" if r["calibrated_error_pct"] is None else f"{r['calibrated_error_pct']:+.1f} %")
+            for r in rows
+        ),
+        numeric=(True, False, False, False, False, False, True, True, True, True),
+        caption="Every stored run (oom and error runs have no measurement).",
+    )
+    excluded = len(rows) - len(points)
+    return Section(
+        heading="How far to trust the estimates",
+        anchor="trust",
+        paragraphs=(
+            f"Measured runs from {db_path}: cpu runs are small probe models on the live-tensor tracker, trace runs are "
+            "full-size models on fake tensors, cuda runs are real GPU steps (torch.cuda.max_memory_allocated). Points on the "
+            "dashed line are exact; the shaded band is ±5 %." + (f" {excluded} stored runs have no measurement (oom or error)." if excluded else ""),
+        ),
+        charts=(Chart(figure, summary_table),),
+        details=((f"All {len(rows)} stored runs", run_table),),
+    )
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=None) -> str:
+    """The whole HTML report for one model, one run's settings, several GPUs and methods.
+
+    Raises:
+        VramplanError: an unknown model or GPU, a method that does not exist, bf16 on a GPU
+            without it, or an unusable measurement store.
+    """
+    resolved = resolve_model(model_name)
+    keys = list(dict.fromkeys(k for k in gpu_keys if str(k).strip()))
+    if not keys:
+        raise ConfigError("give at least one --gpu (e.g. --gpu t4 --gpu l4); see `vramplan gpus`")
+    gpus: list[GpuSpec] = []
+    for key in keys:
+        gpu = resolve_gpu(key)
+        if gpu.key not in [g.key for g in gpus]:
+            gpus.append(gpu)
+    methods = tuple(dict.fromkeys(methods)) or DEFAULT_METHODS
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--method {','.join(unknown)!r} is not one of: {', '.join(METHODS)}")
+    _check_precision(run, gpus)
+    if db_path is not None:
+        path = Path(db_path)
+        if path.is_dir():
+            raise ConfigError(f"--db {path} is a directory; give the measurement store file")
+        if not path.exists():
+            raise ConfigError(f"--db {path}: no such measurement store; run `vramplan calibrate --db {path}` first or leave --db out")
+
+    from ..planner.limits import compare_methods
+
+    corrections = {gpu.key: _corrections(gpu, db_path) for gpu in gpus}
+    results = {gpu.key: compare_methods(resolved.spec, run, methods, gpu, corrections[gpu.key]) for gpu in gpus}
+    sections = [
+        _overview(resolved, gpus, run, methods, corrections, db_path, results),
+        _methods_section(gpus, methods, results),
+        _sweeps_section(resolved.spec, run, gpus, methods, corrections),
+        _fit_matrix_section(resolved.spec, run, gpus, methods, corrections),
+        _trust_section(db_path) if db_path is not None else None,
+    ]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        footer = f"vramplan {version('vramplan')}"
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        footer = "vramplan"
+    gpu_names = ", ".join(g.name for g in gpus)
+    return render_page(
+        f"GPU memory for fine-tuning {_short_name(resolved.spec)} on {gpu_names}",
+        sections,
+        subtitle=f"{resolved.note} · {', '.join(charts.method_title(m) for m in methods)} · batch {run.batch} × {run.seq_len} tokens",
+        footer=footer,
+    )
+
+
+def write_report(path, html: str) -> int:
+    """Write the report as UTF-8; returns its size in bytes.
+
+    Raises:
+        ConfigError: the path is a directory or its folder does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a directory; give a file name such as {path / 'report.html'}")
+    if not path.parent.exists():
+        raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
+    data = html.encode("utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(data)
