@@ -18,6 +18,7 @@ from vramplan.planner.overhead import Corrections
 from .runner import model_for, run_config_from_dict
 from .store import RunRecord
 
+MIN_RUNS_PER_METHOD = 3  # fewer runs of a method: it shares the scale fitted on all methods
 SCALE_GRID = [round(0.70 + 0.005 * i, 3) for i in range(121)]  # 0.70 .. 1.30
 
 
@@ -51,11 +52,21 @@ def _squared_errors(usable: list[RunRecord]) -> dict[int, list[float]]:
     return table
 
 
+def _best_scale(usable: list[RunRecord], errors: dict[int, list[float]]) -> float:
+    totals = [sum(errors[r.id][i] for r in usable) for i in range(len(SCALE_GRID))]
+    return SCALE_GRID[totals.index(min(totals))]
+
+
 def _corrections_from(usable: list[RunRecord], errors: dict[int, list[float]], label: str) -> Corrections:
     if not usable:
         return Corrections()
-    totals = [sum(errors[r.id][i] for r in usable) for i in range(len(SCALE_GRID))]
-    scale = SCALE_GRID[totals.index(min(totals))]
+    scale = _best_scale(usable, errors)
+    by_method: dict[str, list[RunRecord]] = {}
+    for record in usable:
+        by_method.setdefault(record.run_config["method"], []).append(record)
+    method_scales = tuple(
+        (method, _best_scale(runs, errors)) for method, runs in sorted(by_method.items()) if len(runs) >= MIN_RUNS_PER_METHOD
+    )
     defaults = Corrections()
     slack = [(r.peak_reserved_bytes - r.peak_allocated_bytes) / r.peak_allocated_bytes for r in usable if r.peak_reserved_bytes]
     outside = [r.device_used_bytes - r.peak_reserved_bytes for r in usable if r.device_used_bytes and r.peak_reserved_bytes]
@@ -63,6 +74,7 @@ def _corrections_from(usable: list[RunRecord], errors: dict[int, list[float]], l
         cuda_context_bytes=int(statistics.median(outside)) if outside else defaults.cuda_context_bytes,
         allocator_slack_ratio=statistics.median(slack) if slack else defaults.allocator_slack_ratio,
         activation_scale=scale,
+        method_activation_scales=method_scales,
         source=label,
     )
 

@@ -27,5 +27,7 @@ def corrections_for(gpu: GpuSpec | None, db: str | Path | None) -> Corrections:
     if found is None:
         return Corrections(source=f"defaults (uncalibrated; no calibration for {gpu.key} in {path})")
     params = {name: found["params"][name] for name in CORRECTION_FIELDS if name in found["params"]}
+    scales = found["params"].get("method_activation_scales") or ()
+    params["method_activation_scales"] = tuple((method, float(scale)) for method, scale in scales)
     label = f"calibration #{found['id']} from {found['device_name']}, {found['stack']}, {found['created_at']}"
     return Corrections(**params, source=label)

@@ -102,8 +102,9 @@ def estimate(
     adapted = resolve_targets(model, run.targets) if run.has_adapter else ()
     dt = dtype_plan(run)
     activations = activation_terms(model, run, dt, adapted)
-    if corrections.activation_scale != 1.0:
-        activations = [replace(term, bytes=round(term.bytes * corrections.activation_scale)) for term in activations]
+    scale = corrections.scale_for(run.method)
+    if scale != 1.0:
+        activations = [replace(term, bytes=round(term.bytes * scale)) for term in activations]
     terms = [*METHODS[run.method](model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
     allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
     terms += overhead_terms(run, gpu, allocated, corrections)

@@ -21,7 +21,11 @@ class Corrections:
     allocator_slack_ratio: float = 0.05  # rough: reserved/allocated - 1 in steady state
     cublas_workspace_bytes: int = 8 * MIB + 1 * MIB  # torch default ":4096:2:16:8" on pre-Hopper
     activation_scale: float = 1.0  # multiplies every activations/* term; 1.0 = the analytic model
+    method_activation_scales: tuple[tuple[str, float], ...] = ()  # per-method scale where measured enough
     source: str = "defaults (uncalibrated)"
+
+    def scale_for(self, method: str) -> float:
+        return dict(self.method_activation_scales).get(method, self.activation_scale)
 
 
 HOPPER_KEYS = ("h100", "h200")

@@ -111,14 +111,15 @@ def _base_layout(fig: go.Figure, title: str, height: int, subtitle: str = "") ->
 
 
 def _gpu_lines(fig: go.Figure, gpus, row=None, col=None) -> None:
-    """Each GPU's memory as a labelled horizontal line (labels alternate sides so close ones don't collide)."""
+    """Each GPU's memory as a labelled horizontal line (linear axes only: shapes on a log axis take log10 values)."""
     for i, gpu in enumerate(sorted(gpus, key=lambda g: g.total_bytes)):
         kwargs = {"row": row, "col": col} if row is not None else {}
         fig.add_hline(
             y=gib(gpu.total_bytes),
             line={"color": GPU_LINE, "width": 1.6, "dash": GPU_DASHES[i % len(GPU_DASHES)]},
-            annotation={"text": f"{gpu_label(gpu)}", "font": {"size": 12, "color": GPU_LINE}, "bgcolor": "rgba(255,255,255,0.75)"},
-            annotation_position="top left" if i % 2 == 0 else "top right",
+            annotation={"text": f"{gpu_label(gpu)}", "font": {"size": 12, "color": GPU_LINE}, "bgcolor": "rgba(255,255,255,0.88)",
+                        "bordercolor": "#c3cad4", "borderwidth": 1, "borderpad": 2},
+            annotation_position="top left",
             **kwargs,
         )
 
@@ -297,41 +298,49 @@ def fit_matrix_figure(model_labels: list[str], gpus, methods: list[str], headroo
 def trust_figure(points: list[dict], title: str, subtitle: str = "") -> go.Figure:
     """Estimated against measured peak allocated, per method and source, with y = x and ±5 % bands.
 
+    Top: estimate vs measurement on log-log axes (on the dashed line the estimate is exact).
+    Bottom: the same runs' error in % of measured, where the ±5 % band is wide enough to read.
     `points`: {"method", "source", "estimated_bytes", "measured_bytes", "label"} per measured run.
     """
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.66, 0.34], vertical_spacing=0.06)
     values = [gib(p[k]) for p in points for k in ("estimated_bytes", "measured_bytes")]
-    low, high = min(values) / 1.3, max(values) * 1.3
+    low, high = min(values) / 1.4, max(values) * 1.4
     band = [low, high]
-    fig.add_trace(go.Scatter(x=band, y=[v * 0.95 for v in band], mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False))
-    fig.add_trace(go.Scatter(
-        x=band, y=[v * 1.05 for v in band], mode="lines", line={"width": 0}, fill="tonexty",
-        fillcolor="rgba(120,130,145,0.18)", name="±5 % of measured", hoverinfo="skip",
-    ))
-    fig.add_trace(go.Scatter(x=band, y=band, mode="lines", line={"color": "#3a3a3a", "width": 1.2, "dash": "dash"}, name="estimate = measured", hoverinfo="skip"))
+    band_style = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip"}
+    fig.add_trace(go.Scatter(x=band, y=[v * 0.95 for v in band], showlegend=False, legendgroup="band", **band_style), row=1, col=1)
+    fig.add_trace(go.Scatter(x=band, y=[v * 1.05 for v in band], fill="tonexty", fillcolor="rgba(120,130,145,0.22)",
+                             name="within ±5 % of measured", legendgroup="band", **band_style), row=1, col=1)
+    fig.add_trace(go.Scatter(x=band, y=[-5, -5], showlegend=False, legendgroup="band", **band_style), row=2, col=1)
+    fig.add_trace(go.Scatter(x=band, y=[5, 5], fill="tonexty", fillcolor="rgba(120,130,145,0.22)", showlegend=False,
+                             legendgroup="band", **band_style), row=2, col=1)
+    exact = {"mode": "lines", "line": {"color": "#3a3a3a", "width": 1.2, "dash": "dash"}, "hoverinfo": "skip", "legendgroup": "exact"}
+    fig.add_trace(go.Scatter(x=band, y=band, name="estimate = measured", **exact), row=1, col=1)
+    fig.add_trace(go.Scatter(x=band, y=[0, 0], showlegend=False, **exact), row=2, col=1)
     groups: dict[tuple[str, str], list[dict]] = {}
     for p in points:
         groups.setdefault((p["source"], p["method"]), []).append(p)
-    for (source, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], list(METHOD_TITLES).index(kv[0][1]) if kv[0][1] in METHOD_TITLES else 9)):
-        fig.add_trace(go.Scatter(
-            name=f"{method_title(method)} · {source}",
-            x=[gib(p["measured_bytes"]) for p in group],
-            y=[gib(p["estimated_bytes"]) for p in group],
-            mode="markers",
-            marker={"color": method_color(method), "symbol": SOURCE_SYMBOLS.get(source, "circle-open"), "size": 10,
-                    "line": {"color": "white", "width": 1}, "opacity": 0.9},
-            customdata=[[esc(p["label"]), f"{p['estimated_bytes']:,}", f"{p['measured_bytes']:,}",
-                         f"{100.0 * (p['estimated_bytes'] - p['measured_bytes']) / p['measured_bytes']:+.1f}"] for p in group],
-            hovertemplate=(
-                "<b>%{fullData.name}</b><br>%{customdata[0]}<br>estimated %{customdata[1]} B<br>measured %{customdata[2]} B"
-                "<br>error %{customdata[3]} %<extra></extra>"
-            ),
-        ))
-    _base_layout(fig, title, 560, subtitle)
+    order = list(METHOD_TITLES)
+    errors = []
+    for (source, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 9)):
+        pct = [100.0 * (p["estimated_bytes"] - p["measured_bytes"]) / p["measured_bytes"] for p in group]
+        errors += pct
+        custom = [[esc(p["label"]), f"{p['estimated_bytes']:,}", f"{p['measured_bytes']:,}", f"{e:+.1f}"] for p, e in zip(group, pct)]
+        marker = {"color": method_color(method), "symbol": SOURCE_SYMBOLS.get(source, "circle-open"), "size": 10,
+                  "line": {"color": "white", "width": 1}, "opacity": 0.9}
+        hover = ("<b>%{fullData.name}</b><br>%{customdata[0]}<br>estimated %{customdata[1]} B<br>measured %{customdata[2]} B"
+                 "<br>error %{customdata[3]} %<extra></extra>")
+        name = f"{method_title(method)} · {source}"
+        measured = [gib(p["measured_bytes"]) for p in group]
+        fig.add_trace(go.Scatter(name=name, x=measured, y=[gib(p["estimated_bytes"]) for p in group], mode="markers", marker=marker,
+                                 customdata=custom, hovertemplate=hover, legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(name=name, x=measured, y=pct, mode="markers", marker=marker, customdata=custom,
+                                 hovertemplate=hover, legendgroup=name, showlegend=False), row=2, col=1)
+    _base_layout(fig, title, 760, subtitle)
     axis = {"type": "log", "range": [math.log10(low), math.log10(high)], **_log_value_ticks(low, high)}
-    fig.update_layout(
-        xaxis={"title": {"text": "measured peak allocated, GiB (2^30 bytes), log scale"}, **axis},
-        yaxis={"title": {"text": "estimated peak allocated, GiB (2^30 bytes), log scale"}, "scaleanchor": "x", **axis},
-        legend={"title": {"text": "method · source"}},
-    )
+    reach = max([abs(e) for e in errors] + [5.0]) * 1.25
+    fig.update_xaxes(**axis)
+    fig.update_xaxes(title={"text": "measured peak allocated, GiB (2^30 bytes), log scale"}, row=2, col=1)
+    fig.update_yaxes(title={"text": "estimated, GiB (log scale)"}, row=1, col=1, **axis)
+    fig.update_yaxes(title={"text": "error, % of measured"}, row=2, col=1, range=[-reach, reach], ticksuffix=" %", zeroline=False)
+    fig.update_layout(legend={"title": {"text": "method · source"}, "traceorder": "normal"})
     return fig

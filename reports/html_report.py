@@ -328,7 +328,7 @@ def _trust_section(db_path) -> Section | None:
         paragraphs=(
             f"Measured runs from {db_path}: cpu runs are small probe models on the live-tensor tracker, trace runs are "
             "full-size models on fake tensors, cuda runs are real GPU steps (torch.cuda.max_memory_allocated). Points on the "
-            "dashed line are exact; the shaded band is ±5 %." + (f" {excluded} stored runs have no measurement (oom or error)." if excluded else ""),
+            "dashed line are exact; the shaded band is ±5 % of measured. The lower panel shows the same runs' error in %." + (f" {excluded} stored run{'s have' if excluded != 1 else ' has'} no measurement (oom or error)." if excluded else ""),
         ),
         charts=(Chart(figure, summary_table),),
         details=((f"All {len(rows)} stored runs", run_table),),
@@ -383,7 +383,8 @@ def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=Non
         footer = f"vramplan {version('vramplan')}"
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         footer = "vramplan"
-    gpu_names = ", ".join(g.name for g in gpus)
+    names = [g.name for g in gpus]
+    gpu_names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return render_page(
         f"GPU memory for fine-tuning {_short_name(resolved.spec)} on {gpu_names}",
         sections,
