@@ -112,3 +112,17 @@ def pct_error(estimated: int | None, measured: int | None) -> float | None:
     if not estimated or not measured:
         return None
     return 100.0 * (estimated - measured) / measured
+
+
+def held_out_worst_pct(records: list[RunRecord]) -> float | None:
+    """Worst leave-one-config-out |error| of the statistic that decides fitting: device used where measured."""
+    worst = None
+    for prediction in leave_one_config_out(records):
+        record = prediction.record
+        if record.device_used_bytes:
+            error = pct_error(prediction.device_used, record.device_used_bytes)
+        else:
+            error = pct_error(prediction.allocated, record.peak_allocated_bytes)
+        if error is not None:
+            worst = abs(error) if worst is None else max(worst, abs(error))
+    return worst

@@ -9,7 +9,7 @@ from vramplan.planner.specs import GpuSpec
 
 from .store import Store, default_db_path
 
-CORRECTION_FIELDS = ("cuda_context_bytes", "allocator_slack_ratio", "cublas_workspace_bytes", "activation_scale")
+CORRECTION_FIELDS = ("cuda_context_bytes", "allocator_slack_ratio", "cublas_workspace_bytes", "activation_scale", "held_out_worst_pct")
 
 
 def corrections_for(gpu: GpuSpec | None, db: str | Path | None) -> Corrections:

@@ -22,6 +22,7 @@ class Corrections:
     cublas_workspace_bytes: int = 8 * MIB + 1 * MIB  # torch default ":4096:2:16:8" on pre-Hopper
     activation_scale: float = 1.0  # multiplies every activations/* term; 1.0 = the analytic model
     method_activation_scales: tuple[tuple[str, float], ...] = ()  # per-method scale where measured enough
+    held_out_worst_pct: float | None = None  # worst leave-one-config-out |error| of this calibration
     source: str = "defaults (uncalibrated)"
 
     def scale_for(self, method: str) -> float:

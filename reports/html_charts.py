@@ -174,12 +174,15 @@ def methods_figure(methods: list[str], terms: list[dict], totals: dict[str, int]
 
 def _log_value_ticks(low: float, high: float) -> dict:
     """Ticks at 1, 2, 5 x 10^k between low and high, labelled in full (plotly's 'D2' labels '2' for 20)."""
-    ticks = []
-    for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10.0**exponent
-            if low <= value <= high:
-                ticks.append(value)
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8)):
+        ticks = [
+            mantissa * 10.0**exponent
+            for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+            for mantissa in mantissas
+            if low <= mantissa * 10.0**exponent <= high
+        ]
+        if len(ticks) >= 4:
+            break
     return {"tickvals": ticks, "ticktext": [f"{v:g}" for v in ticks]}
 
 

@@ -166,6 +166,9 @@ footer { margin-top: 3rem; color: var(--muted); font-size: .85rem; border-top: 1
   figure.chart, .table-wrap, tr { break-inside: avoid; }
   figure.chart { border: none; }
   .table-wrap { overflow: visible; }
+  table { font-size: 8pt; }
+  thead th { white-space: normal; }
+  th, td { padding: .15rem .35rem; }
   tbody tr:nth-child(even) { background: #f3f3f3; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
 }

@@ -31,11 +31,19 @@ def _gib(n_bytes: int | None, digits: int = 2) -> str:
     return "-" if n_bytes is None else f"{n_bytes / GIB:.{digits}f}"
 
 
-def _bytes_cell(n_bytes: int | None, digits: int = 3, signed: bool = False) -> Cell:
+def _bytes_cell(n_bytes: int | None, digits: int = 3) -> Cell:
+    """GiB to `digits` decimals; the exact bytes in the tooltip. Below the last digit: '<0.001', never a bare 0."""
     if n_bytes is None:
         return Cell("-")
-    text = f"{n_bytes / GIB:+.{digits}f}" if signed else f"{n_bytes / GIB:.{digits}f}"
-    return Cell(text, title=f"{n_bytes:,} bytes")
+    smallest = 10.0**-digits
+    if 0 < n_bytes / GIB < smallest / 2:
+        return Cell(f"<{smallest:.{digits}f}", title=f"{n_bytes:,} bytes")
+    return Cell(f"{n_bytes / GIB:.{digits}f}", title=f"{n_bytes:,} bytes")
+
+
+def _params(n: int) -> str:
+    """8.03B, 151.9M: parameter counts at a readable scale."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
 def _fit_cell(headroom: int | None) -> Cell:
@@ -72,7 +80,7 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, db_path, res
     facts = [
         ("model", spec.name),
         ("resolved from", resolved.note),
-        ("parameters", f"{spec.base_params / 1e9:.2f} B ({spec.base_params:,})"),
+        ("parameters", f"{_params(spec.base_params)} ({spec.base_params:,})"),
         ("architecture", f"{spec.model_type}, {spec.num_layers} layers, hidden {spec.hidden_size:,}, vocab {spec.vocab_size:,}"),
         ("methods", ", ".join(charts.method_title(m) for m in methods)),
     ]
@@ -234,7 +242,7 @@ def _fit_matrix_section(spec: ModelSpec, run: RunConfig, gpus, methods, correcti
         models.append(spec)
     models.sort(key=lambda m: m.base_params)
     labels = [
-        f"{_short_name(m)} · {m.base_params / 1e9:.1f}B" + (" (this report)" if m.name == spec.name else "") for m in models
+        f"{_short_name(m)} · {_params(m.base_params)}" + (" (this report)" if m.name == spec.name else "") for m in models
     ]
     headroom: dict[tuple[int, str, str], int | None] = {}
     for i, model in enumerate(models):

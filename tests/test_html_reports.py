@@ -197,7 +197,7 @@ def test_hostile_model_name_is_escaped(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert HOSTILE not in page
     assert HOSTILE_ESCAPED in page
-    assert re.search(re.escape(HOSTILE_ESCAPED) + r" · [0-9.]+B \(this report\)", page)  # its row in the fit matrix
+    assert re.search(re.escape(HOSTILE_ESCAPED) + r" · [0-9.]+[BM] \(this report\)", page)  # its row in the fit matrix
     dom = rendered_dom(out, tmp_path)
     assert HOSTILE not in dom  # no script element was made from the name
     assert_charts_drawn(page, dom, expected=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
 
 import click
 
@@ -125,7 +126,7 @@ def _run_matrix(device, preset, models, methods, steps, db):
     from rich.progress import Progress
 
     from .calibrate.environment import environment
-    from .calibrate.fit import fit_corrections
+    from .calibrate.fit import fit_corrections, held_out_worst_pct
     from .calibrate.matrix import calibration_matrix
     from .calibrate.runner import measure_and_store
     from .planner.catalog import gpu_for_device_name
@@ -154,7 +155,7 @@ def _run_matrix(device, preset, models, methods, steps, db):
             progress.advance(task)
         records = store.runs(source=device, device_name=env["device_name"])
         records = [r for r in records if r.stack == env["stack"]]
-        corrections = fit_corrections(records, f"{env['device_name']} / {env['stack']}")
+        corrections = replace(fit_corrections(records, f"{env['device_name']} / {env['stack']}"), held_out_worst_pct=held_out_worst_pct(records))
         store.add_calibration(
             env["device_name"], env["stack"], corrections.__dict__, [r.id for r in records if r.outcome == "ok"],
             {"runs": len(records)}, gpu_key=gpu.key if gpu else None,

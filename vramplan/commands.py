@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from pathlib import Path
 
 import click
 
@@ -47,6 +47,22 @@ def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfi
     )
 
 
+def run_from_plan(config: dict) -> RunConfig:
+    """The RunConfig a plan's `config` describes (grad_accum, lr and epochs do not change memory)."""
+    return RunConfig(
+        method=config["method"],
+        rank=config.get("rank") or 16,
+        alpha=config.get("alpha"),
+        dropout=config.get("dropout") or 0.0,
+        targets=tuple(config.get("targets") or ("all-linear",)),
+        batch=config["batch"],
+        seq_len=config["seq_len"],
+        grad_ckpt=config["grad_ckpt"],
+        optimizer=config["optimizer"],
+        precision=config["precision"],
+    )
+
+
 def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
     methods = _split(values) or DEFAULT_METHODS
     unknown = [m for m in methods if m not in METHODS]
@@ -56,14 +72,15 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="Catalog id or alias (meta-llama/Meta-Llama-3-8B, llama-3-8b), size (8b), or a local config.json / model directory.")
+@click.option("--model", "-m", default=None, help="[required unless --plan] Catalog id or alias (meta-llama/Meta-Llama-3-8B, llama-3-8b), size (8b), or a local config.json / model directory.")
 @click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, h100, ...); see `vramplan gpus`.")
 @click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB or 24GB.")
 @click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated: full, lora, qlora, dora, qdora [default: full,lora,qlora,dora].")
 @run_options
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration for --gpu to use [default: the user data directory, if it exists].")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out` (its model, GPU and settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
-def estimate(model, gpu, gpu_mem, methods, db, as_json, **kwargs):
+def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -73,10 +90,23 @@ def estimate(model, gpu, gpu_mem, methods, db, as_json, **kwargs):
     from .planner.limits import compare_methods
 
     options = options_from_kwargs(kwargs)
+    plan = None
+    if plan_path is not None:
+        from .planner.plan_file import read_plan
+
+        plan = read_plan(plan_path)
+        model = model or plan["model"]
+        gpu = gpu or (None if gpu_mem else plan["gpu"].get("key"))
+    if not model:
+        raise ConfigError("--model is required (or --plan FILE)")
     gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
-    chosen = parse_methods(methods)
     resolved = resolve_model(model)
-    base_run = build_run(options, chosen[0], gpu_spec)
+    if plan is not None:
+        base_run = run_from_plan(plan["config"])
+        chosen = (base_run.method,)
+    else:
+        chosen = parse_methods(methods)
+        base_run = build_run(options, chosen[0], gpu_spec)
     corrections = None
     if gpu_spec is not None and (db is not None or gpu_spec.key != "custom"):
         from .calibrate.lookup import corrections_for

@@ -1,0 +1,202 @@
+"""The advisor: search the configuration space with the estimator, keep what fits, rank it.
+
+Defaults from practice, each one carried with its reason so the user sees why:
+LoRA/QLoRA learning rate ~2e-4 (1e-4 above ~13B), full fine-tuning ~2e-5, DoRA a little lower
+than LoRA; all-linear targets before attention-only (targets matter more than rank); alpha = 2r
+and rsLoRA from r = 64; an effective batch of ~16 kept by gradient accumulation; fp16 with a
+warning on GPUs without bf16; dataset size -> rank and epochs (the design notes' table).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from itertools import product
+
+from .errors import ConfigError
+from .estimator import Estimate, estimate
+from .overhead import Corrections
+from .specs import GpuSpec, ModelSpec, RunConfig
+
+GOALS = ("quality", "speed", "memory")
+RANKS = (4, 8, 16, 32, 64, 128)
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+TARGET_SETS = (("all-linear",), ("attention",))
+OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit")
+EFFECTIVE_BATCH = 16
+# assumed quality per method: DoRA's gains over LoRA are small and task-dependent (equal here,
+# so speed decides); a 4-bit base adds quantization noise; full wins only on large datasets
+METHOD_QUALITY = {"full": 2.0, "lora": 1.2, "dora": 1.2, "qlora": 1.1, "qdora": 1.1}
+
+
+@dataclass(frozen=True)
+class DatasetAdvice:
+    """What the dataset size says about rank, epochs and whether full fine-tuning is worth it."""
+
+    target_rank: int
+    epochs: int
+    full_worth_it: bool
+    reason: str
+
+
+def dataset_advice(examples: int | None) -> DatasetAdvice:
+    """The design notes' table: <1K r≈4, 1K-10K r 8-16, 10K-100K r 16-32, >100K full or high rank."""
+    if examples is None:
+        return DatasetAdvice(16, 2, False, "dataset size unknown: rank 16, 2 epochs (pass --dataset or --dataset-size to tune)")
+    if examples < 1_000:
+        return DatasetAdvice(4, 3, False, f"{examples:,} examples (<1K): a small rank (~4) and 3 epochs avoid overfitting")
+    if examples < 10_000:
+        return DatasetAdvice(16, 2, False, f"{examples:,} examples (1K-10K): rank 8-16, 2-3 epochs")
+    if examples < 100_000:
+        return DatasetAdvice(32, 2, False, f"{examples:,} examples (10K-100K): rank 16-32, 1-2 epochs")
+    return DatasetAdvice(64, 1, True, f"{examples:,} examples (>100K): full fine-tuning or a high rank, 1 epoch")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    estimate: Estimate
+    grad_accum: int
+    learning_rate: float
+    epochs: int
+    quality_score: float
+    speed_score: float
+    reasons: tuple[str, ...]
+
+    @property
+    def run(self) -> RunConfig:
+        return self.estimate.run
+
+
+def learning_rate(method: str, model: ModelSpec) -> tuple[float, str]:
+    big = model.base_params > 13.5e9
+    if method == "full":
+        return 2e-5, "full fine-tuning: lr ~2e-5 (larger steps destroy pretrained weights)"
+    base = 1e-4 if big else 2e-4
+    size_note = " (halved above ~13B)" if big else ""
+    if method in ("dora", "qdora"):
+        return base * 0.75, f"DoRA: lr a little below LoRA's, {base * 0.75:.1e}{size_note}"
+    return base, f"LoRA/QLoRA: lr {base:.0e}{size_note}"
+
+
+def _quality(run: RunConfig, advice: DatasetAdvice) -> float:
+    method = METHOD_QUALITY[run.method]
+    if run.method == "full" and not advice.full_worth_it:
+        method = 1.25  # a small dataset gains little from updating every weight
+    if run.method == "full":
+        return method
+    targets = 0.5 if run.targets == ("all-linear",) else 0.0  # targets matter more than rank
+    rank = -0.15 * abs(math.log2(run.rank / advice.target_rank))
+    return method + targets + rank
+
+
+def _speed(run: RunConfig) -> float:
+    """Relative tokens/s, from the costs that change it most (rough, for ranking only)."""
+    speed = 1.0
+    if run.grad_ckpt:
+        speed *= 0.75  # recomputing the forward costs about a third more compute
+    if run.is_quantized:
+        speed *= 0.8  # dequantizing NF4 weights on every matmul
+    if run.is_dora:
+        speed *= 0.85  # the weight norm each step
+    if run.optimizer != "adamw":
+        speed *= 0.98
+    speed *= min(1.0, run.tokens / 8192) ** 0.25  # small micro-batches leave the GPU idle
+    return speed
+
+
+def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advice: DatasetAdvice) -> tuple[str, ...]:
+    reasons = [advice.reason, lr_reason]
+    if run.method in ("qlora", "qdora"):
+        reasons.append("4-bit NF4 base: ~0.5 B/param frees memory for batch and sequence")
+    if run.method == "full":
+        reasons.append("full fine-tuning fits: every weight trains")
+    if run.has_adapter:
+        reasons.append(f"targets {','.join(run.targets)}: all-linear beats attention-only at equal memory" if run.targets == ("all-linear",) else "attention-only targets: all-linear did not fit or was not better for this goal")
+        reasons.append(f"alpha = 2r = {run.lora_alpha:g}" + ("; use rsLoRA (use_rslora=True) at this rank" if run.rank >= 64 else ""))
+    reasons.append(f"micro-batch {run.batch} x grad accumulation {grad_accum} = effective batch {run.batch * grad_accum}")
+    reasons.append("gradient checkpointing on: trades ~25% speed for activation memory" if run.grad_ckpt else "gradient checkpointing off: fits without it, ~25% faster")
+    if run.optimizer != "adamw":
+        reasons.append(f"{run.optimizer}: 8-bit Adam states (paged ones spill to host memory under pressure)")
+    if not gpu.bf16:
+        reasons.append(f"{gpu.name} has no bf16: fp16 — watch for overflow (loss scaling, lower lr if the loss spikes)")
+    return tuple(reasons)
+
+
+def candidates(seq_len: int, precision: str, methods: tuple[str, ...]) -> list[RunConfig]:
+    runs = []
+    for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
+        if method == "full":
+            runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision))
+            continue
+        for rank, targets in product(RANKS, TARGET_SETS):
+            runs.append(RunConfig(method=method, rank=rank, targets=targets, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision))
+    return runs
+
+
+def recommend(
+    model: ModelSpec,
+    gpu: GpuSpec,
+    seq_len: int,
+    goal: str = "quality",
+    dataset_size: int | None = None,
+    corrections: Corrections | None = None,
+    margin_ratio: float = 0.05,
+    methods: tuple[str, ...] = ("full", "lora", "qlora", "dora", "qdora"),
+    top: int = 5,
+) -> list[Recommendation]:
+    """Configs that fit `gpu` with `margin_ratio` of its memory to spare, best first for `goal`.
+
+    Raises:
+        ConfigError: unknown goal, or nothing fits (the message says what to change).
+    """
+    if goal not in GOALS:
+        raise ConfigError(f"--goal {goal!r} is not one of: {', '.join(GOALS)}")
+    advice = dataset_advice(dataset_size)
+    precision = "bf16" if gpu.bf16 else "fp16"
+    budget = gpu.total_bytes * (1 - margin_ratio)
+    fitting = []
+    for run in candidates(seq_len, precision, methods):
+        result = estimate(model, run, gpu, corrections)
+        if result.breakdown.device_used_bytes <= budget:
+            fitting.append(result)
+    if not fitting:
+        raise ConfigError(
+            f"nothing fits {model.name} on {gpu.name} at seq-len {seq_len} with a {margin_ratio:.0%} margin: "
+            "try a shorter --seq-len, a bigger GPU, or a smaller model"
+        )
+    recommendations = []
+    for result in fitting:
+        run = result.run
+        grad_accum = max(1, math.ceil(EFFECTIVE_BATCH / run.batch))
+        lr, lr_reason = learning_rate(run.method, model)
+        recommendations.append(Recommendation(
+            result, grad_accum, lr, advice.epochs, _quality(run, advice), _speed(run), _reasons(run, gpu, grad_accum, lr_reason, advice)
+        ))
+    key = {
+        "quality": lambda r: (round(r.quality_score, 6), r.speed_score, -r.estimate.breakdown.device_used_bytes),
+        "speed": lambda r: (round(r.speed_score, 6), r.quality_score, -r.estimate.breakdown.device_used_bytes),
+        "memory": lambda r: (-r.estimate.breakdown.device_used_bytes, r.quality_score, r.speed_score),
+    }[goal]
+    recommendations.sort(key=key, reverse=True)
+    return _distinct(recommendations, top)
+
+
+def _distinct(ranked: list[Recommendation], top: int) -> list[Recommendation]:
+    """The best of each (method, targets, checkpointing) family, so alternatives differ in kind."""
+    seen, chosen = set(), []
+    for rec in ranked:
+        family = (rec.run.method, rec.run.targets, rec.run.grad_ckpt)
+        if family in seen:
+            continue
+        seen.add(family)
+        chosen.append(rec)
+        if len(chosen) == top:
+            break
+    return chosen
+
+
+def margin_bytes(rec: Recommendation) -> int:
+    return rec.estimate.gpu.total_bytes - rec.estimate.breakdown.device_used_bytes
+
+
+__all__ = ["GOALS", "Recommendation", "dataset_advice", "margin_bytes", "recommend", "replace"]

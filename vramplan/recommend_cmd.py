@@ -1,0 +1,97 @@
+"""`vramplan recommend`: the best config that fits, with reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .cli import cli
+from .planner.errors import ConfigError
+
+DEFAULT_MARGIN = 0.05
+
+
+def margin_ratio_for(corrections) -> tuple[float, str]:
+    """The safety margin: the calibration's worst held-out error, or a stated default."""
+    worst = getattr(corrections, "held_out_worst_pct", None)
+    if worst is not None:
+        ratio = max(0.01, worst / 100 * 1.5)
+        return ratio, f"margin {ratio:.1%} of memory = 1.5 x the worst held-out error ({worst:.1f}%) of {corrections.source}"
+    return DEFAULT_MARGIN, (
+        f"margin {DEFAULT_MARGIN:.0%} of memory (default): no GPU calibration matched; the tensor-level model is within 2% of "
+        "full-size traces (calibrate/data), the allocator slack and CUDA context are defaults"
+    )
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="Catalog id, alias, size (8b) or a local config.json / model directory.")
+@click.option("--gpu", "-g", default=None, help="GPU key (see `vramplan gpus`).")
+@click.option("--gpu-mem", default=None, help="Any other GPU by memory, e.g. 22GiB.")
+@click.option("--dataset", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSONL dataset: sets the size and the sequence length (p99 of its token lengths).")
+@click.option("--dataset-size", type=int, default=None, help="Number of training examples (when there is no --dataset).")
+@click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
+@click.option("--goal", type=click.Choice(("quality", "speed", "memory")), default="quality", show_default=True)
+@click.option("--top", type=int, default=5, show_default=True, help="How many alternatives to show.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration to use.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db, out, as_json):
+    """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
+
+    \b
+    Example:
+      vramplan recommend --model 8b --gpu t4 --dataset-size 5000 --out plan.yaml
+    """
+    from .commands import resolve_gpu_flags
+    from .planner.advisor import recommend as advise
+    from .planner.catalog import resolve_model
+
+    gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
+    if gpu_spec is None:
+        raise ConfigError("recommend needs a GPU: --gpu KEY (see `vramplan gpus`) or --gpu-mem SIZE")
+    for flag, value in (("--seq-len", seq_len), ("--dataset-size", dataset_size), ("--top", top)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be greater than 0, got {value}")
+    if dataset is not None and dataset_size is not None:
+        raise ConfigError("give either --dataset or --dataset-size, not both")
+    resolved = resolve_model(model)
+    extra = {}
+    if dataset is not None:
+        from .planner.dataset_stats import dataset_stats
+
+        local = Path(model)
+        tokenizer_dir = (local if local.is_dir() else local.parent) if local.exists() else None
+        stats = dataset_stats(dataset, tokenizer_dir)
+        dataset_size = stats.examples
+        seq_len = seq_len or stats.seq_len()
+        extra["dataset"] = (
+            f"dataset {dataset.name}: {stats.examples:,} examples, tokens p50 {stats.p50_tokens:,} / p99 {stats.p99_tokens:,} "
+            f"({stats.counted_with}); seq-len {seq_len} truncates {stats.truncated(seq_len):,} of them"
+        )
+    seq_len = seq_len or 2048
+    corrections = None
+    if gpu_spec.key != "custom" or db is not None:
+        from .calibrate.lookup import corrections_for
+
+        corrections = corrections_for(gpu_spec, db)
+    ratio, margin_note = margin_ratio_for(corrections)
+    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, top=top)
+    from .reports.advice import advice_document, config_of
+
+    document = advice_document(recs, resolved.note, goal, margin_note, extra)
+    if out is not None:
+        from .planner.plan_file import write_plan
+
+        write_plan(out, {"model": resolved.spec.name, "gpu": document["gpu"], "goal": goal, "config": config_of(recs[0]), "reasons": list(recs[0].reasons)})
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    from rich.console import Console
+
+    from .reports.advice import render_advice
+
+    render_advice(Console(), document)
+    if out is not None:
+        click.echo(f"plan written to {out}")
