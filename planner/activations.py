@@ -64,9 +64,7 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     lo, s, c, ad = dt.linear_out_bytes, dt.stream_bytes, dt.compute_bytes, dt.adapter_bytes
     full = run.method == "full"
 
-    # RMSNorm: fp32 copy of the input + rsqrt per token; a trainable weight also saves x̂
-    norm_one = FP32 * t * h + FP32 * t + (s * t * h if full else 0)
-    norms = model.norms_per_layer * norm_one
+    norms = model.norms_per_layer * _norm_saved_bytes(model, run, dt)
     if model.qk_norm:  # Qwen3 normalises q and k per head the same way
         norms += FP32 * t * (q_dim + kv_dim) + FP32 * t * (model.num_heads + model.num_kv_heads)
 
@@ -122,6 +120,40 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         # F.linear under autocast casts an fp32 frozen weight to 16 bit and saves the cast
         frozen_weight_casts = c * model.layer_linear_params
     return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, dora, frozen_weight_casts)
+
+
+def _norm_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """One RMSNorm on the residual stream: fp32 input copy + rsqrt; a trainable weight also keeps x̂."""
+    t = run.tokens
+    return FP32 * t * model.hidden_size + FP32 * t + (dt.stream_bytes * t * model.hidden_size if run.method == "full" else 0)
+
+
+def final_norm_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """The model's last norm runs outside the layers (and outside checkpointing) and saves like any other."""
+    return _norm_saved_bytes(model, run, dt)
+
+
+def first_layer_savings(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> int:
+    """What layer 0 does not save when the frozen embedding's output does not require grad.
+
+    That is the case for adapters without checkpointing (only checkpointing calls
+    enable_input_require_grads): layer 0's input norm then keeps nothing, and a dropout in front
+    of q/k/v keeps no mask (its input needs no gradient). Without any attention adapter the whole
+    attention block of layer 0 keeps nothing either.
+    """
+    if run.method == "full" or run.grad_ckpt:
+        return 0
+    t = run.tokens
+    savings = _norm_saved_bytes(model, run, dt)
+    attention_in = [linear.name for linear in model.linears if linear.group == "attention" and linear.in_features == model.hidden_size and linear.name != "o_proj"]
+    chosen = [name for name in attention_in if name in adapted]
+    if chosen and run.dropout > 0:
+        mask = BOOL if run.device_kind == "cuda" else dt.adapter_bytes
+        savings += len(chosen) * mask * t * model.hidden_size
+    if not chosen:
+        layer = layer_activations(model, run, dt, ())
+        savings += layer.attention + layer.attention_scores
+    return savings
 
 
 def _dora_saved_bytes(linear, run: RunConfig, lo: int, ad: int) -> int:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 
 from .activations import (
     checkpoint_inputs_bytes,
+    final_norm_bytes,
+    first_layer_savings,
     dora_transient_bytes,
     layer_activations,
     layer_transient_bytes,
@@ -61,6 +63,8 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     t = run.tokens
     terms = [
         Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim, "input ids, labels, rotary cos/sin", fwd_bwd),
+        # freed once backward has passed it, before any layer's backward (or recompute) starts
+        Term("activations/final_norm", final_norm_bytes(model, run, dt), "the last RMSNorm's fp32 input copy, outside the layers", frozenset({FORWARD})),
         Term("activations/logits", logits_bytes(model, run, dt), "logits + fp32 upcast for the loss + log_softmax and its gradient", frozenset({FORWARD})),
     ]
     if run.grad_ckpt:
@@ -69,8 +73,12 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
             Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", frozenset({BACKWARD})),
         ]
     else:
-        saved = model.num_layers * (layer.total - layer.attention_scores)
-        terms.append(Term("activations/layers", saved, f"{model.num_layers} layers x {layer.total - layer.attention_scores:,} B saved for backward", fwd_bwd))
+        first = first_layer_savings(model, run, dt, adapted)
+        saved = model.num_layers * (layer.total - layer.attention_scores) - first
+        note = f"{model.num_layers} layers x {layer.total - layer.attention_scores:,} B saved for backward"
+        if first:
+            note += f", {first:,} B less in layer 0 (its input needs no gradient)"
+        terms.append(Term("activations/layers", saved, note, fwd_bwd))
         if layer.attention_scores:
             terms.append(
                 Term("activations/attention_scores", model.num_layers * layer.attention_scores, "eager attention: fp32 softmax + 16-bit copy, batch x heads x seq^2", fwd_bwd)

@@ -46,7 +46,6 @@ METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA
 METHOD_COLORS = {"full": "#D55E00", "lora": "#0072B2", "qlora": "#009E73", "dora": "#CC79A7", "qdora": "#E69F00"}
 METHOD_SYMBOLS = {"full": "square", "lora": "circle", "qlora": "diamond", "dora": "triangle-up", "qdora": "x"}
 SOURCE_SYMBOLS = {"cpu": "circle", "trace": "square", "cuda": "diamond"}
-SOURCE_TITLES = {"cpu": "cpu (live-tensor tracker)", "trace": "trace (fake tensors, full size)", "cuda": "cuda (max_memory_allocated)"}
 GPU_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
 GPU_LINE = "#3a3a3a"
 
@@ -110,17 +109,15 @@ def _base_layout(fig: go.Figure, title: str, height: int, subtitle: str = "") ->
     return fig
 
 
-def _gpu_lines(fig: go.Figure, gpus, row=None, col=None) -> None:
+def _gpu_lines(fig: go.Figure, gpus) -> None:
     """Each GPU's memory as a labelled horizontal line (linear axes only: shapes on a log axis take log10 values)."""
     for i, gpu in enumerate(sorted(gpus, key=lambda g: g.total_bytes)):
-        kwargs = {"row": row, "col": col} if row is not None else {}
         fig.add_hline(
             y=gib(gpu.total_bytes),
             line={"color": GPU_LINE, "width": 1.6, "dash": GPU_DASHES[i % len(GPU_DASHES)]},
             annotation={"text": f"{gpu_label(gpu)}", "font": {"size": 12, "color": GPU_LINE}, "bgcolor": "rgba(255,255,255,0.88)",
                         "bordercolor": "#c3cad4", "borderwidth": 1, "borderpad": 2},
             annotation_position="top left",
-            **kwargs,
         )
 
 

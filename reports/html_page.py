@@ -9,7 +9,7 @@ with `<` escaped.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 GIB = 1 << 30
@@ -53,7 +53,7 @@ class Section:
     tables: tuple[Table, ...] = ()
     details: tuple[tuple[str, Table], ...] = ()  # (summary line, table): collapsed on screen, opened for print
     anchor: str = ""
-    facts: tuple[tuple[str, str], ...] = field(default=())  # key/value lines shown as a definition list
+    facts: tuple[tuple[str, str], ...] = ()  # key/value lines shown as a definition list
 
 
 def esc(text) -> str:

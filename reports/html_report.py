@@ -27,10 +27,6 @@ SWEEPS = (
 )
 
 
-def _gib(n_bytes: int | None, digits: int = 2) -> str:
-    return "-" if n_bytes is None else f"{n_bytes / GIB:.{digits}f}"
-
-
 def _bytes_cell(n_bytes: int | None, digits: int = 3) -> Cell:
     """GiB to `digits` decimals; the exact bytes in the tooltip. Below the last digit: '<0.001', never a bare 0."""
     if n_bytes is None:
@@ -73,7 +69,7 @@ def _short_name(spec: ModelSpec) -> str:
 # --- sections -------------------------------------------------------------------------------
 
 
-def _overview(resolved, gpus, run: RunConfig, methods, corrections, db_path, results) -> Section:
+def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: str, results) -> Section:
     spec = resolved.spec
     first = results[gpus[0].key][0].estimate
     adapted = next((r.estimate.adapted for r in results[gpus[0].key] if r.estimate.adapted), ())
@@ -94,7 +90,7 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, db_path, res
     ]
     for gpu in gpus:
         facts.append((f"calibration {gpu.key}", corrections[gpu.key].source))
-    facts.append(("measurement store", str(db_path) if db_path is not None else "none given (no trust section)"))
+    facts.append(("measurement store", store_note))
     return Section(
         heading="What was estimated",
         anchor="overview",
@@ -277,6 +273,13 @@ def _fit_matrix_section(spec: ModelSpec, run: RunConfig, gpus, methods, correcti
     )
 
 
+SOURCE_NOTES = {
+    "cpu": "cpu runs are small probe models measured by the live-tensor tracker",
+    "trace": "trace runs are full-size models traced on fake tensors",
+    "cuda": "cuda runs are real GPU steps (torch.cuda.max_memory_allocated)",
+}
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} %"
 
@@ -330,13 +333,15 @@ def _trust_section(db_path) -> Section | None:
         caption="Every stored run (oom and error runs have no measurement).",
     )
     excluded = len(rows) - len(points)
+    sources = {p["source"] for p in points}
     return Section(
         heading="How far to trust the estimates",
         anchor="trust",
         paragraphs=(
-            f"Measured runs from {db_path}: cpu runs are small probe models on the live-tensor tracker, trace runs are "
-            "full-size models on fake tensors, cuda runs are real GPU steps (torch.cuda.max_memory_allocated). Points on the "
-            "dashed line are exact; the shaded band is ±5 % of measured. The lower panel shows the same runs' error in %." + (f" {excluded} stored run{'s have' if excluded != 1 else ' has'} no measurement (oom or error)." if excluded else ""),
+            f"Measured runs from {db_path}: " + "; ".join(SOURCE_NOTES[source] for source in SOURCE_NOTES if source in sources) + ". "
+            "The estimate is the one stored with each run, made before it ran. Points on the dashed line are exact; the shaded "
+            "band is ±5 % of measured. The lower panel shows the same runs' error in %."
+            + (f" {excluded} stored run{'s have' if excluded != 1 else ' has'} no measurement (oom or error)." if excluded else ""),
         ),
         charts=(Chart(figure, summary_table),),
         details=((f"All {len(rows)} stored runs", run_table),),
@@ -378,12 +383,17 @@ def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=Non
 
     corrections = {gpu.key: _corrections(gpu, db_path) for gpu in gpus}
     results = {gpu.key: compare_methods(resolved.spec, run, methods, gpu, corrections[gpu.key]) for gpu in gpus}
+    trust = _trust_section(db_path) if db_path is not None else None
+    if db_path is None:
+        store_note = "none given (no trust section)"
+    else:
+        store_note = str(db_path) if trust is not None else f"{db_path} (no measured runs: no trust section)"
     sections = [
-        _overview(resolved, gpus, run, methods, corrections, db_path, results),
+        _overview(resolved, gpus, run, methods, corrections, store_note, results),
         _methods_section(gpus, methods, results),
         _sweeps_section(resolved.spec, run, gpus, methods, corrections),
         _fit_matrix_section(resolved.spec, run, gpus, methods, corrections),
-        _trust_section(db_path) if db_path is not None else None,
+        trust,
     ]
     from importlib.metadata import PackageNotFoundError, version
 

@@ -221,6 +221,39 @@ def test_t4_gets_fp16_by_default(tmp_path):
     assert "fp16, sdpa attention" in out.read_text(encoding="utf-8")
 
 
+def test_every_memory_axis_says_gib_and_terms_keep_their_colour():
+    from vramplan.planner.catalog import resolve_gpu, resolve_model
+    from vramplan.planner.limits import compare_methods
+    from vramplan.reports import html_charts as charts
+
+    spec, t4 = resolve_model("1b").spec, resolve_gpu("t4")
+    results = compare_methods(spec, RunConfig(precision="fp16"), ("full", "qlora"), t4)
+    terms = [{"name": t.name, "bytes": {r.estimate.run.method: r.estimate.breakdown.at_peak()[t.name] for r in results}, "notes": {}}
+             for t in results[0].estimate.breakdown.terms]
+    totals = {r.estimate.run.method: r.estimate.breakdown.device_used_bytes for r in results}
+    bars = charts.methods_figure(["full", "qlora"], terms, totals, {}, [t4], "t")
+    sweep = charts.sweep_figure("batch", [1, 2], {"qlora": [3 << 30, 5 << 30]}, [t4], 1, "t")
+    matrix = charts.fit_matrix_figure(["a"], [t4], ["qlora"], {(0, "t4", "qlora"): 1 << 30}, "t")
+    trust = charts.trust_figure([{"method": "lora", "source": "cpu", "estimated_bytes": 2 << 20, "measured_bytes": 3 << 20, "label": "x"}], "t")
+    assert "GiB" in bars.layout.yaxis.title.text and "GiB" in sweep.layout.yaxis.title.text
+    assert "GiB" in matrix.data[0].colorbar.title.text
+    assert "GiB" in trust.layout.xaxis2.title.text and "GiB" in trust.layout.yaxis.title.text
+    colours = {bar.name: bar.marker.color for bar in bars.data}
+    assert colours["weights/base"] == charts.term_color("weights/base") != colours["optimizer/states"]
+    assert charts.term_color("weights/base") in charts.FAMILY_SHADES["weights"]
+    assert charts.term_color("activations/something_new") in charts.FAMILY_SHADES["activations"]
+
+
+def test_empty_store_gives_no_trust_section(tmp_path):
+    db = tmp_path / "empty.db"
+    Store.open(db).close()
+    out = tmp_path / "r.html"
+    result = invoke("report", "--model", "1b", "--gpu", "t4", "--method", "qlora", "--db", db, "--out", out)
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert "How far to trust" not in page and "no measured runs: no trust section" in page
+
+
 def _known_gpus() -> str:
     return ", ".join(gpu.key for gpu in all_gpus())
 

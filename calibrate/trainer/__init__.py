@@ -1,0 +1,1 @@
+"""The bundled trainer behind `vramplan run`: JSONL data, a plain training loop, checkpoints."""

@@ -1,0 +1,165 @@
+"""Checkpoints and the run marker of a `vramplan run` output directory.
+
+Layout of ``OUT``::
+
+    vramplan-run.json          the marker: this directory holds a run (config, status, record ids)
+    checkpoints/step-000040/   weights/ (adapter or model, safetensors) + trainer_state.pt
+    adapter/ or model/         the final weights (+ tokenizer)
+    merged/                    the merged model, on request
+
+Trainer state is written with ``torch.save`` and read back with ``torch.load(weights_only=True)``:
+tensors, numbers, strings and containers only, so a checkpoint can never run code when loaded.
+A checkpoint is written to a temporary folder and renamed into place, so a crash mid-save leaves
+the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from vramplan.planner.errors import ConfigError
+
+MARKER = "vramplan-run.json"
+FORMAT = "vramplan-run/1"
+STATE_FILE = "trainer_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FULL_WEIGHTS = "model.safetensors"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- the marker
+def read_marker(out_dir: Path) -> dict | None:
+    file = out_dir / MARKER
+    if not file.is_file():
+        return None
+    try:
+        marker = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{file} is not readable ({exc}); move the directory aside or pass another --out") from None
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+        raise ConfigError(f"{file} is not a vramplan run marker; pass another --out")
+    return marker
+
+
+def write_marker(out_dir: Path, marker: dict) -> None:
+    marker = {**marker, "format": FORMAT, "updated_at": _now()}
+    marker.setdefault("created_at", marker["updated_at"])
+    tmp = out_dir / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(out_dir / MARKER)
+
+
+def claim_out_dir(out_dir: Path, resume: bool) -> dict | None:
+    """Check ``out_dir`` may be used; returns the marker of the run to resume (None: a fresh run).
+
+    Raises:
+        ConfigError: it holds a run and ``resume`` is off, it holds other files, or there is
+            nothing to resume.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a directory")
+    marker = read_marker(out_dir) if out_dir.is_dir() else None
+    if marker is not None and not resume:
+        raise ConfigError(
+            f"--out {out_dir} already holds a run (status {marker.get('status', '?')}, step {marker.get('step', 0)}): "
+            "pass --resume to continue it, or another --out for a new run"
+        )
+    if marker is None and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {out_dir} is not empty and holds no vramplan run; give a new or empty directory")
+    if marker is None and resume:
+        raise ConfigError(f"--resume: {out_dir} holds no run to resume; drop --resume to start one there")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return marker
+
+
+# ---------------------------------------------------------------- weights
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def save_weights(model, directory: Path) -> None:
+    """The adapter (peft ``save_pretrained``) or, for full fine-tuning, every parameter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_peft(model):
+        model.save_pretrained(directory)
+    else:
+        from safetensors.torch import save_model
+
+        save_model(model, str(directory / FULL_WEIGHTS))  # handles tied embeddings
+
+
+def load_weights(model, directory: Path) -> None:
+    from safetensors.torch import load_file, load_model
+
+    if is_peft(model):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(str(directory / ADAPTER_WEIGHTS)))
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise ConfigError(f"{directory} does not match this adapter (unexpected {unexpected[:3]}...); resume with the same settings")
+    else:
+        load_model(model, str(directory / FULL_WEIGHTS))
+
+
+# ---------------------------------------------------------------- RNG
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+# ---------------------------------------------------------------- checkpoints
+def checkpoint_dirs(out_dir: Path) -> list[Path]:
+    """Complete checkpoints (those with a state file), oldest first."""
+    root = out_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
+    """Weights + optimizer + scheduler + ``state`` (step, data position, losses, RNG, ...)."""
+    final = out_dir / "checkpoints" / f"step-{state['step']:06d}"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_weights(model, tmp / "weights")
+    payload = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+    torch.save(payload, tmp / STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in checkpoint_dirs(out_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer, scheduler and RNG from ``path``; returns the trainer state."""
+    load_weights(model, path / "weights")
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state.pop("optimizer"))
+    scheduler.load_state_dict(state.pop("scheduler"))
+    set_rng_state(state.pop("rng"))
+    return state
