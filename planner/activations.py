@@ -10,7 +10,6 @@ also saves fp32 softmax probabilities and their 16-bit copy (batch·heads·seq²
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .dtypes import DtypePlan
 from .specs import ModelSpec, RunConfig
@@ -39,21 +38,6 @@ class LayerActivations:
             self.norms + self.attention + self.attention_scores + self.mlp
             + self.linear_inputs + self.adapter_inputs + self.dora + self.frozen_weight_casts
         )
-
-
-@lru_cache(maxsize=256)
-def _input_groups(model: ModelSpec) -> dict[str, tuple[str, ...]]:
-    """Linears that read the same tensor: what one saved input can serve."""
-    groups: dict[str, list[str]] = {}
-    for linear in model.linears:
-        if linear.name in ("o_proj",):
-            key = "attn_out"
-        elif linear.name in ("down_proj",):
-            key = "mlp_prod"
-        else:
-            key = f"{linear.group}_in"
-        groups.setdefault(key, []).append(linear.name)
-    return {key: tuple(names) for key, names in groups.items()}
 
 
 def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> LayerActivations:
@@ -88,12 +72,12 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         in_dtype = {key: c for key in in_dtype}  # autocast saves its 16-bit cast of the input
     linear_inputs = 0
     if full:
-        for key, names in _input_groups(model).items():
+        for key, names in model.input_groups.items():
             width = model.linear(names[0]).in_features
             linear_inputs += in_dtype[key] * t * width
 
     adapter_inputs, dora = 0, 0
-    for key, names in _input_groups(model).items():
+    for key, names in model.input_groups.items():
         chosen = [name for name in names if name in adapted]
         if not chosen:
             continue

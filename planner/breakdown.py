@@ -40,12 +40,23 @@ class MemoryBreakdown:
 
     terms: tuple[Term, ...]
 
+    @cached_property
+    def _allocated_by_phase(self) -> dict[str, int]:
+        totals = dict.fromkeys(PHASES, 0)
+        for term in self.terms:
+            if term.stat == ALLOCATED:
+                for phase in term.phases:
+                    totals[phase] += term.bytes
+        return totals
+
     def phase_total(self, phase: str, stats: tuple[str, ...] = (ALLOCATED,)) -> int:
+        if stats == (ALLOCATED,):
+            return self._allocated_by_phase[phase]
         return sum(term.bytes for term in self.terms if phase in term.phases and term.stat in stats)
 
     @cached_property
     def peak_phase(self) -> str:
-        return max(PHASES, key=lambda phase: self.phase_total(phase))
+        return max(PHASES, key=self._allocated_by_phase.__getitem__)
 
     @property
     def peak_allocated_bytes(self) -> int:

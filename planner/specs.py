@@ -90,6 +90,15 @@ class ModelSpec:
     def _linears_by_name(self) -> dict[str, LinearSpec]:
         return {linear.name: linear for linear in self.linears}
 
+    @cached_property
+    def input_groups(self) -> dict[str, tuple[str, ...]]:
+        """Linears that read the same tensor: q/k/v (attention_in), o (attn_out), gate/up (mlp_in), down (mlp_prod)."""
+        groups: dict[str, list[str]] = {}
+        for linear in self.linears:
+            key = {"o_proj": "attn_out", "down_proj": "mlp_prod"}.get(linear.name, f"{linear.group}_in")
+            groups.setdefault(key, []).append(linear.name)
+        return {key: tuple(names) for key, names in groups.items()}
+
     def linear(self, name: str) -> LinearSpec:
         return self._linears_by_name[name]
 
