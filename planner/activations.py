@@ -43,7 +43,7 @@ class LayerActivations:
 def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> LayerActivations:
     """Saved-for-backward bytes of one decoder layer at `run.batch x run.seq_len` tokens."""
     t = run.tokens
-    h, inter = model.hidden_size, model.intermediate_size
+    inter = model.intermediate_size
     q_dim, kv_dim = model.num_heads * model.head_dim, model.num_kv_heads * model.head_dim
     lo, s, c, ad = dt.linear_out_bytes, dt.stream_bytes, dt.compute_bytes, dt.adapter_bytes
     full = run.method == "full"

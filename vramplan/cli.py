@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 
 import click
 
 from .planner.errors import VramplanError
-from .planner.specs import ATTENTIONS, METHODS, OPTIMIZERS, PRECISIONS
+from .planner.specs import ATTENTIONS, OPTIMIZERS, PRECISIONS
 
 DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
 

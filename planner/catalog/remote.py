@@ -19,7 +19,7 @@ def fetch_config(repo: str) -> dict:
     Raises:
         UnknownModelError: offline (or HF_HUB_OFFLINE=1), missing repo, or not JSON.
     """
-    offline_hint = f"download its config.json and pass --model path/to/config.json"
+    offline_hint = "download its config.json and pass --model path/to/config.json"
     if os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true", "TRUE", "yes"):
         raise UnknownModelError(f"{repo!r} is not in the catalog and HF_HUB_OFFLINE is set: {offline_hint}")
     request = urllib.request.Request(HUB_URL.format(repo=repo), headers={"User-Agent": "vramplan"})
