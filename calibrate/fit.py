@@ -12,10 +12,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from vramplan.planner.architectures import LLAMA_LIKE, spec_from_config
 from vramplan.planner.estimator import estimate
 from vramplan.planner.overhead import Corrections
+from vramplan.planner.specs import ModelSpec
 
-from .runner import model_for, run_config_from_dict
+from .runner import run_config_from_dict
 from .store import RunRecord
 
 MIN_RUNS_PER_METHOD = 3  # fewer runs of a method: it shares the scale fitted on all methods
@@ -30,8 +32,18 @@ class Prediction:
     device_used: int | None
 
 
+def spec_of(record: RunRecord) -> ModelSpec:
+    """The model of a stored run, from the config.json stored with it (the model itself may be gone)."""
+    config = record.model_config
+    if config.get("model_type") in LLAMA_LIKE:
+        return spec_from_config(config, record.model_name, source="stored config")
+    from vramplan.planner.inventory import spec_from_meta_model
+
+    return spec_from_meta_model(config, record.model_name)
+
+
 def _estimate_for(record: RunRecord, corrections: Corrections):
-    _, spec = model_for(record.model_name)
+    spec = spec_of(record)
     return estimate(spec, run_config_from_dict(record.run_config), None, corrections).breakdown
 
 
@@ -43,7 +55,7 @@ def _squared_errors(usable: list[RunRecord]) -> dict[int, list[float]]:
     """Per run, the squared relative error of peak allocated at every grid scale (computed once)."""
     table = {}
     for record in usable:
-        spec, run = model_for(record.model_name)[1], run_config_from_dict(record.run_config)
+        spec, run = spec_of(record), run_config_from_dict(record.run_config)
         measured = record.peak_allocated_bytes
         table[record.id] = [
             ((estimate(spec, run, None, Corrections(activation_scale=scale)).breakdown.peak_allocated_bytes - measured) / measured) ** 2

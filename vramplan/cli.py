@@ -88,7 +88,7 @@ def main():
     cli(prog_name="vramplan")
 
 
-from . import calibrate_cmd, commands, recommend_cmd, report_cmd  # noqa: E402,F401  (registers the subcommands)
+from . import calibrate_cmd, commands, recommend_cmd, report_cmd, run_cmd  # noqa: E402,F401  (registers the subcommands)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

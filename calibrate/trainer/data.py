@@ -188,7 +188,7 @@ def _parse_line(line: str):
 
 def _read_rows(path: Path, tokenizer, skip_bad_rows: bool, ds: Dataset):
     """Yield (ids, labels) per usable row; malformed rows raise or are counted."""
-    with path.open(encoding="utf-8", errors="strict") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # tolerates a byte-order mark
         lineno = 0
         try:
             for lineno, line in enumerate(handle, start=1):
@@ -252,9 +252,13 @@ def load_dataset(path, tokenizer, seq_len: int, skip_bad_rows: bool = False, eva
 
 
 # ---------------------------------------------------------------- batches
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example of the batch; padding is masked from attention and loss."""
-    width = max(len(e.input_ids) for e in examples)
+def collate(examples: list[Example], pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-pad to ``width`` (default: the longest example); padding is masked from the loss.
+
+    ``attention_mask`` marks the real tokens (for counting them): with right padding and causal
+    attention no real token ever attends to a pad, so the model needs no mask.
+    """
+    width = max(width or 0, max(len(e.input_ids) for e in examples))
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -285,14 +289,14 @@ class Batches:
             self._epoch = epoch
         return self._order
 
-    def next(self) -> dict[str, torch.Tensor]:
+    def next(self, width: int | None = None) -> dict[str, torch.Tensor]:
         n = len(self.examples)
         chosen = []
         for _ in range(self.batch):
             epoch, offset = divmod(self.position, n)
             chosen.append(self.examples[self._order_for(epoch)[offset]])
             self.position += 1
-        return collate(chosen, self.pad_id)
+        return collate(chosen, self.pad_id, width)
 
     def epoch(self) -> float:
         return self.position / len(self.examples)

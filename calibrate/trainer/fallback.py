@@ -57,6 +57,19 @@ def format_bytes(n: float | None) -> str:
     return f"{int(n)} B"
 
 
+def _needed(spec: ModelSpec, run: RunConfig, gpu: GpuSpec) -> int:
+    return estimate(spec, run, gpu).breakdown.device_used_bytes
+
+
+def _smallest(spec: ModelSpec, run: RunConfig, grad_accum: int, gpu: GpuSpec) -> tuple[RunConfig, bool]:
+    """The first config down the chain that fits (True), or the last one when none does (False)."""
+    while (down := next_config_down(run, grad_accum)) is not None:
+        run, grad_accum, _ = down
+        if _needed(spec, run, gpu) <= gpu.total_bytes:
+            return run, True
+    return run, False
+
+
 def check_fits(
     spec: ModelSpec, run: RunConfig, grad_accum: int, gpu: GpuSpec | None, force: bool = False, auto_fallback: bool = False
 ) -> tuple[RunConfig, int, list[str]]:
@@ -66,23 +79,25 @@ def check_fits(
     notes for the user.
 
     Raises:
-        DoesNotFitError: it does not fit, and neither ``force`` nor ``auto_fallback`` (or nothing
-            smaller is left).
+        DoesNotFitError: it does not fit, and neither ``force`` nor ``auto_fallback``; or no
+            config down the chain fits.
     """
     if gpu is None:
         return run, grad_accum, []
     notes: list[str] = []
-    while True:
-        needed = estimate(spec, run, gpu).breakdown.device_used_bytes
-        if needed <= gpu.total_bytes:
-            return run, grad_accum, notes
-        what = f"estimated {format_bytes(needed)} does not fit {gpu.name} ({format_bytes(gpu.total_bytes)})"
+    label = gpu.name if gpu.key == "custom" else f"{gpu.name} ({format_bytes(gpu.total_bytes)})"
+    while (needed := _needed(spec, run, gpu)) > gpu.total_bytes:
+        what = f"estimated {format_bytes(needed)} does not fit {label}"
         if force:
             return run, grad_accum, [*notes, f"{what}: starting anyway (--force)"]
-        down = next_config_down(run, grad_accum)
-        if auto_fallback and down is not None:
-            run, grad_accum, reason = down
-            notes.append(f"{what}: stepping down to {reason}")
-            continue
-        hint = f"try {down[2]}, or pass --auto-fallback to step down until it fits" if down else "nothing smaller is left to try: use qlora, a smaller model or a larger GPU"
-        raise DoesNotFitError(f"{what}; {hint} (or --force to start anyway)")
+        smallest, fits = _smallest(spec, run, grad_accum, gpu)
+        if not fits:
+            last = f"batch {smallest.batch}, checkpointing, seq-len {smallest.seq_len}"
+            raise DoesNotFitError(f"{what}, and nothing smaller fits ({last}: {format_bytes(_needed(spec, smallest, gpu))}); "
+                                  "use qlora, a smaller model or a larger GPU (or --force to start anyway)")
+        run_down, accum_down, reason = next_config_down(run, grad_accum)
+        if not auto_fallback:
+            raise DoesNotFitError(f"{what}; try {reason}, or pass --auto-fallback to step down until it fits (or --force to start anyway)")
+        run, grad_accum = run_down, accum_down
+        notes.append(f"{what}: stepping down to {reason}")
+    return run, grad_accum, notes

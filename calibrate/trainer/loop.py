@@ -27,18 +27,19 @@ from vramplan.planner.specs import GpuSpec, RunConfig
 
 from ..cpu_probe import autocast_context, make_optimizer
 from ..environment import environment
-from ..store import RunRecord, Store
+from ..store import Store
 from . import checkpoint as ckpt
 from .data import IGNORE, Batches, eval_batches, load_dataset, steps_per_epoch, truncate_examples
-from .fallback import check_fits, format_bytes, next_config_down
+from .fallback import check_fits, next_config_down
 from .meter import make_meter, progress_bar
 from .model_dir import build_training_model, capacity_gpu, load_model_dir, merge_adapter, pick_device
+from .record import rate as _rate
+from .record import run_record
 
 __all__ = ["TrainConfig", "TrainResult", "train", "next_config_down", "TrainingInterrupted", "TrainingOutOfMemory"]
 
 # settings a resumed run must share with the checkpoint (the adapter's shape, the optimizer state)
 RESUME_MUST_MATCH = ("method", "rank", "alpha", "targets", "optimizer", "precision", "adapter_dtype", "double_quant")
-LOSS_CURVE_POINTS = 200
 
 
 class TrainingInterrupted(VramplanError):
@@ -64,6 +65,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None  # optimizer steps; overrides epochs
     warmup_ratio: float = 0.03
+    use_rslora: bool = False  # adapter scale alpha / sqrt(r) (what the advisor picks from rank 64)
     max_grad_norm: float = 1.0
     save_every: int = 100  # optimizer steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2
@@ -135,12 +137,6 @@ def _plain(run: RunConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run).items()}
 
 
-def _curve(losses: list[float]) -> list[list[float]]:
-    """(step, loss) pairs, thinned to at most LOSS_CURVE_POINTS for the store."""
-    stride = max(1, math.ceil(len(losses) / LOSS_CURVE_POINTS))
-    return [[i + 1, round(loss, 5)] for i, loss in enumerate(losses) if i % stride == 0 or i == len(losses) - 1]
-
-
 class _Session:
     """Everything one `train` call checks up front, and one attempt per config it tries."""
 
@@ -197,25 +193,13 @@ class _Session:
     def _record(self, outcome, run, accum, est, measured, state, error=None, started=0.0, extra=None) -> None:
         if not self.c.record:
             return
-        b = est.breakdown
         trainer = {
-            "kind": "vramplan run", "out_dir": str(self.out.resolve()), "grad_accum": accum, "effective_batch": run.batch * accum,
-            "learning_rate": self.c.learning_rate, "steps": state["step"], "start_step": state.get("start_step", 0),
-            "loss_curve": _curve(state["losses"]), "tokens_per_s": _rate(state), "random_init": not self.model.weights,
-            "statistic": measured.get("statistic"), "first_step_peak_bytes": measured.get("first_step_peak_bytes"),
-            "max_rss_bytes": measured.get("max_rss_bytes"), "train_rows": len(self.data.train), "fallbacks": self.fallbacks,
-            **(extra or {}),
+            "out_dir": str(self.out.resolve()), "grad_accum": accum, "learning_rate": self.c.learning_rate,
+            "random_init": not self.model.weights, "train_rows": len(self.data.train), "fallbacks": self.fallbacks, **(extra or {}),
         }
-        record = RunRecord(
-            source=self.device, outcome=outcome, error_message=error, model_name=str(self.model.path.resolve()),
-            model_config=self.model.config, run_config=asdict(run), device_name=self.env["device_name"],
-            device_total_bytes=self.env.get("device_total_bytes"), stack=self.env["stack"], environment={**self.env, "trainer": trainer},
-            estimate={"terms": b.by_name(), "at_peak": b.at_peak(), "peak_phase": b.peak_phase},
-            est_peak_allocated_bytes=b.peak_allocated_bytes, est_peak_reserved_bytes=b.peak_reserved_bytes,
-            est_device_used_bytes=b.device_used_bytes, peak_allocated_bytes=measured.get("peak_allocated_bytes"),
-            peak_reserved_bytes=measured.get("peak_reserved_bytes"), device_used_bytes=measured.get("device_used_bytes"),
-            phases=measured.get("phases", {}), categories=measured.get("categories", {}), command=self.c.command,
-            duration_s=time.perf_counter() - started,
+        record = run_record(
+            self.device, outcome, error, str(self.model.path.resolve()), self.model.config, run, self.env, est, measured, state,
+            trainer, self.c.command, time.perf_counter() - started,
         )
         with Store.open(self.c.db) as store:
             self.record_ids.append(store.add_run(record))
@@ -223,7 +207,7 @@ class _Session:
     # ------------------------------------------------------------ one attempt
     def _setup(self, run: RunConfig, total: int):
         torch.manual_seed(self.c.seed)  # same random base and adapter init on every resume
-        model = build_training_model(self.model, run, self.device)
+        model = build_training_model(self.model, run, self.device, self.c.use_rslora)
         for note in getattr(model, "vramplan_notes", []):
             self.log(f"note: {note}")
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -258,18 +242,20 @@ class _Session:
 
     def _step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter) -> tuple[float, int]:
         """One optimizer step over ``accum`` micro-batches; returns (loss, tokens)."""
+        # measured steps are padded to seq_len: their peak is the worst case, the one estimated
+        width = run.seq_len if meter.measuring else None
         with meter.phase("inputs"):
-            micro = [batches.next() for _ in range(accum)]
+            micro = [batches.next(width) for _ in range(accum)]
         targets = [int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro]
         loss_value, tokens = 0.0, 0
         for batch, count in zip(micro, targets):
+            tokens += int(batch.pop("attention_mask").sum())  # right padding: see data.collate
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with meter.phase("forward"), autocast_context(run, self.device):
                 loss = model(**batch).loss * (count / sum(targets))  # token-weighted over the whole step
             with meter.phase("backward"):
                 (scaler.scale(loss) if scaler else loss).backward()
             loss_value += float(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
             del loss, batch
         with meter.phase("optimizer"):
             if scaler is not None:
@@ -288,17 +274,17 @@ class _Session:
         with progress_bar(self.c.progress) as bar:
             task = bar.add_task(f"{run.method} b{run.batch}x{accum}", total=total, completed=state["step"], stats="")
             while state["step"] < total:
-                tracked, started = meter.tracking, time.perf_counter()
+                measured, started = meter.measuring, time.perf_counter()
                 with meter.step(model, optimizer):
                     loss, tokens = self._step(model, optimizer, scheduler, scaler, batches, run, accum, meter)
                 seconds = time.perf_counter() - started
                 state["step"] += 1
                 state["examples_seen"] = batches.position
                 state["losses"].append(loss)
-                key = "tracked" if tracked else "timed"  # tracked steps are slowed by the tracker
+                key = "measured" if measured else "timed"  # measured steps are padded (and, on CPU, tracked): slower
                 state[f"{key}_tokens"] += tokens
                 state[f"{key}_seconds"] += seconds
-                stats = f"loss {loss:.4f}  {tokens / max(seconds, 1e-9):,.0f} tok/s  {meter.text()}"
+                stats = f"loss {loss:.4f} | {_rate(state):,.0f} tok/s | {meter.text()}"
                 bar.update(task, completed=state["step"], stats=stats)
                 if self.c.step_callback is not None:
                     self.c.step_callback(state["step"], loss)
@@ -311,7 +297,7 @@ class _Session:
         model.eval()
         for batch in eval_batches(self.eval, run.batch, self.model.pad_id):
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = {k: v.to(self.device) for k, v in batch.items() if k != "attention_mask"}
             with autocast_context(run, self.device):
                 total += float(model(**batch).loss) * n
             count += n
@@ -334,7 +320,7 @@ class _Session:
         total = self.c.max_steps or max(1, math.ceil(self.c.epochs * steps_per_epoch(len(self.train), run.batch, accum)))
         est = estimate(self.spec, run, self.gpu)
         meter = make_meter(self.device, self.c.cpu_tracked_steps)
-        state = {"step": 0, "examples_seen": 0, "losses": [], "timed_tokens": 0, "timed_seconds": 0.0, "tracked_tokens": 0, "tracked_seconds": 0.0}
+        state = {"step": 0, "examples_seen": 0, "losses": [], "timed_tokens": 0, "timed_seconds": 0.0, "measured_tokens": 0, "measured_seconds": 0.0}
         started, parts, oom = time.perf_counter(), None, None
         try:
             parts = self._setup(run, total)  # (model, optimizer, scheduler, scaler)
@@ -360,8 +346,8 @@ class _Session:
             self._record("oom", run, accum, est, meter.results(), state, oom, started)
             self._mark("oom", run, accum, state["step"], message=oom[:500])
             raise _OutOfMemory(oom)
-        model, parts = parts[0], None
-        return self._finish(model, run, accum, state, total, est, meter, eval_loss, weights, started)
+        parts = None  # frees the training model before a merge loads another copy
+        return self._finish(run, accum, state, total, est, meter, eval_loss, weights, started)
 
     def _interrupted(self, parts, state, run, accum, total, est, meter, started):
         where = "before the first step"
@@ -379,11 +365,10 @@ class _Session:
         if self.device == "cuda":
             torch.cuda.empty_cache()
 
-    def _finish(self, model, run, accum, state, total, est, meter, eval_loss, weights, started) -> TrainResult:
+    def _finish(self, run, accum, state, total, est, meter, eval_loss, weights, started) -> TrainResult:
         measured = meter.results()
         extra = {"eval_loss": eval_loss, "total_steps": total, "weights_dir": str(weights)}
         self._record("ok", run, accum, est, measured, state, None, started, extra)
-        del model
         self._free_memory()
         merged = merge_adapter(self.model, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" else None
         if self.c.merge and weights.name != "adapter":
@@ -395,14 +380,6 @@ class _Session:
             peak_bytes=measured.get("peak_allocated_bytes"), peak_statistic=measured.get("statistic"), weights_dir=weights,
             merged_dir=merged, record_ids=list(self.record_ids), notes=self.notes + self.fallbacks, random_init=not self.model.weights,
         )
-
-
-def _rate(state: dict) -> float:
-    """Tokens/s over the untracked steps (the tracker slows the ones it measures), else over all."""
-    tokens, seconds = state["timed_tokens"], state["timed_seconds"]
-    if not seconds:
-        tokens, seconds = tokens + state["tracked_tokens"], seconds + state["tracked_seconds"]
-    return tokens / seconds if seconds else 0.0
 
 
 def _oom_message(run: RunConfig, accum: int, step: int, error: str) -> str:

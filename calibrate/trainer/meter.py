@@ -5,6 +5,9 @@ the recorded peak is the steady state, as in the calibration probe. CPU: there i
 statistic, so the first ``tracked_steps`` steps run under ``LiveTensorTracker`` (exact live tensor
 bytes, the analogue of max_memory_allocated, but slow); later steps show the process's peak RSS
 (``resource.getrusage``), which counts everything the process holds, Python and libraries included.
+
+The measured steps (``meter.measuring``: the first two) get batches padded to ``seq_len``, so the
+recorded peak is the worst case the planner estimates, not that of whatever rows came first.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import torch
 from ..cpu_tracker import LiveTensorTracker
 from .fallback import format_bytes
 
-CUDA_STATISTIC = "torch.cuda.max_memory_allocated after the first step (steady state)"
-CPU_STATISTIC = "peak live tensor storage bytes (LiveTensorTracker) over the first {n} steps, steady step"
+CUDA_STATISTIC = "torch.cuda.max_memory_allocated over steps 2.. (steady state; step 2 padded to seq_len)"
+CPU_STATISTIC = "peak live tensor storage bytes (LiveTensorTracker), step {n} of the first {n} (padded to seq_len)"
 
 
 def max_rss_bytes() -> int:
@@ -33,6 +36,10 @@ class CudaMeter:
         self.first_peak = 0
         self.steps = 0
         self.tracking = False  # the allocator statistics cost nothing: every step counts for speed
+
+    @property
+    def measuring(self) -> bool:
+        return self.steps < 2  # step 1 allocates the optimizer state, step 2 is the steady state
 
     @contextlib.contextmanager
     def step(self, model, optimizer):
@@ -73,6 +80,8 @@ class CpuMeter:
     def tracking(self) -> bool:
         return self.tracker is not None and self.steps < self.tracked_steps
 
+    measuring = tracking
+
     @contextlib.contextmanager
     def step(self, model, optimizer):
         if not self.tracking:
@@ -95,7 +104,7 @@ class CpuMeter:
 
     def text(self) -> str:
         if self.tracker is not None and self.tracker.peak_bytes:
-            return f"tensors {format_bytes(self.tracker.peak_bytes)} (steps 1-{min(self.steps, self.tracked_steps)}), rss {format_bytes(max_rss_bytes())}"
+            return f"peak {format_bytes(self.tracker.peak_bytes)} (steps 1-{min(self.steps, self.tracked_steps)})"
         return f"rss {format_bytes(max_rss_bytes())}"
 
     def results(self) -> dict:
@@ -128,7 +137,7 @@ def progress_bar(enabled: bool):
 
     return Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"),
         TimeRemainingColumn(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from unittest import mock
@@ -60,6 +62,17 @@ def load_tokenizer(path: Path, config: dict):
     return tokenizer
 
 
+def check_model_path(path) -> Path:
+    """A directory with a config.json, or a one-line error saying what `run` needs."""
+    path = Path(path)
+    needs = "`vramplan run` trains a local model directory (config.json, tokenizer, *.safetensors)"
+    if not path.is_dir():
+        raise ConfigError(f"--model {path}: not a directory; {needs}")
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--model {path} has no config.json; {needs}")
+    return path
+
+
 def load_model_dir(path) -> ModelDir:
     """Read and check a model directory (nothing heavy: no weights are loaded here).
 
@@ -67,9 +80,7 @@ def load_model_dir(path) -> ModelDir:
         ConfigError / UnknownModelError: not a directory, no or bad config.json, no tokenizer,
             or weights only in pickle (*.bin) form.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"--model {path}: not a directory; `vramplan run` trains a local model directory (config.json, tokenizer, *.safetensors)")
+    path = check_model_path(path)
     config = read_config(path)
     tokenizer = load_tokenizer(path, config)
     weights = sorted(path.glob("*.safetensors"))
@@ -102,15 +113,33 @@ def capacity_gpu(gpu: GpuSpec | None, device: str) -> GpuSpec | None:
     return replace(base, total_bytes=int(props.total_memory))
 
 
-def build_training_model(model_dir: ModelDir, run: RunConfig, device: str):
+def apply_rslora(model) -> None:
+    """rsLoRA: scale the adapter by alpha / sqrt(r) instead of alpha / r (same parameters and memory)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name in module.r:
+                module.use_rslora[name] = True
+                module.set_scale(name, 1.0)
+    for config in model.peft_config.values():
+        config.use_rslora = True  # saved with the adapter, so a reload scales the same way
+
+
+def build_training_model(model_dir: ModelDir, run: RunConfig, device: str, use_rslora: bool = False):
     """`build_model` for ``run``, with the directory's weights when it has them.
 
     build_model makes the base model with ``AutoModelForCausalLM.from_config`` and then quantizes
     and wraps it; swapping that one call for ``from_pretrained`` keeps every later step identical
     to what the planner measured, with real weights underneath.
     """
-    if not model_dir.weights:
-        return build_model(model_dir.config, run, device)
+    model = _build(model_dir, run, device)
+    if use_rslora and run.has_adapter:
+        apply_rslora(model)
+    return model
+
+
+def _build(model_dir: ModelDir, run: RunConfig, device: str):
     from transformers import AutoModelForCausalLM
 
     source = str(model_dir.path)
@@ -118,7 +147,9 @@ def build_training_model(model_dir: ModelDir, run: RunConfig, device: str):
     def from_config(config, **kwargs):
         return AutoModelForCausalLM.from_pretrained(source, config=config, local_files_only=True, **kwargs)
 
-    with mock.patch.object(AutoModelForCausalLM, "from_config", from_config):
+    patch = mock.patch.object(AutoModelForCausalLM, "from_config", from_config) if model_dir.weights else contextlib.nullcontext()
+    with patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames checkpointing helpers peft still calls
         return build_model(model_dir.config, run, device)
 
 

@@ -1,0 +1,206 @@
+"""`vramplan run`: fine-tune with the bundled trainer, from a plan file or from flags."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from .cli import cli, options_from_kwargs, run_options
+from .planner.errors import ConfigError
+from .planner.specs import METHODS
+
+# plan "config" key -> the `run` parameter it fills
+PLAN_KEYS = {
+    "method": "method", "rank": "rank", "alpha": "alpha", "dropout": "dropout", "targets": "targets",
+    "batch": "batch", "grad_accum": "grad_accum", "grad_ckpt": "grad_ckpt", "optimizer": "optimizer",
+    "precision": "precision", "attention": "attention", "double_quant": "double_quant",
+    "adapter_dtype": "adapter_dtype", "seq_len": "seq_len", "learning_rate": "lr", "epochs": "epochs",
+}
+ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size")
+
+
+def _plan_model_name(model) -> str | None:
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("id") or model.get("path")
+    return str(model) if model else None
+
+
+def _arch(spec) -> tuple:
+    return tuple(getattr(spec, name) for name in ARCH_FIELDS)
+
+
+def plan_model_matches(planned: str, model_dir: Path, config: dict, spec) -> bool:
+    """Same name or path, or (for a catalog model or a local path) the same architecture."""
+    names = {str(model_dir), str(model_dir.resolve()), model_dir.name, str(config.get("_name_or_path") or ""), spec.name}
+    if planned in names or Path(planned).expanduser().resolve() == model_dir.resolve():
+        return True
+    from .planner.catalog import resolve_model
+    from .planner.catalog.models import MODEL_CONFIGS
+    from .planner.errors import UnknownModelError
+
+    offline = Path(planned).expanduser().exists() or "/" not in planned or planned.lower() in {k.lower() for k in MODEL_CONFIGS}
+    if not offline:  # an unknown hub id: resolving it would need the network
+        return False
+    try:
+        return _arch(resolve_model(planned).spec) == _arch(spec)
+    except UnknownModelError:
+        return False
+
+
+def same_gpu(planned: dict, gpu) -> bool:
+    key, total = planned.get("key"), planned.get("total_bytes")
+    if key and key != "custom" and gpu.key != "custom":
+        return key == gpu.key
+    if total:
+        return abs(int(total) - gpu.total_bytes) <= 0.02 * int(total)
+    return str(planned.get("name", "")).lower() == gpu.name.lower()
+
+
+def check_plan_target(doc: dict, plan: str, model_dir: Path, gpu, force: bool) -> list[str]:
+    """Refuse a plan made for another model or GPU (``force`` turns that into notes)."""
+    from .planner.inventory import spec_from_path
+
+    problems = []
+    spec, config = spec_from_path(model_dir)
+    planned = _plan_model_name(doc.get("model"))
+    if planned and not plan_model_matches(planned, model_dir, config, spec):
+        problems.append(f"it was made for model {planned!r}, not {model_dir}")
+    planned_gpu = doc.get("gpu")
+    if isinstance(planned_gpu, dict) and planned_gpu:
+        label = planned_gpu.get("name") or planned_gpu.get("key")
+        if gpu is None:
+            problems.append(f"it was made for {label} but no GPU is given (--gpu) or visible")
+        elif not same_gpu(planned_gpu, gpu):
+            problems.append(f"it was made for {label}, not {gpu.name}")
+    if problems and not force:
+        raise ConfigError(f"--plan {plan}: {'; '.join(problems)}; make a plan for this setup, or pass --force to use it anyway")
+    return [f"--plan: {p} (--force)" for p in problems]
+
+
+def apply_plan(ctx: click.Context, params: dict, doc: dict, plan) -> tuple[list[str], dict]:
+    """Fill ``params`` from the plan's config; flags given on the command line win.
+
+    Returns notes for the user and the trainer settings that have no flag (rsLoRA, warmup).
+    """
+    config = dict(doc["config"])
+    if config.get("target_preset"):  # what the run was estimated with (e.g. all-linear), not its expansion
+        config["targets"] = config["target_preset"]
+    scheduler = config.pop("lr_scheduler", None)
+    if scheduler not in (None, "cosine"):
+        raise ConfigError(f"--plan {plan}: lr_scheduler {scheduler!r}: the bundled trainer runs a cosine schedule only")
+    extras = {"use_rslora": bool(config.pop("use_rslora", False)), "warmup_ratio": config.pop("warmup_ratio", None)}
+    config.pop("target_preset", None)
+    notes = [f"--plan: ignored unknown config keys {', '.join(sorted(set(config) - set(PLAN_KEYS)))}"] if set(config) - set(PLAN_KEYS) else []
+    by_name = {p.name: p for p in ctx.command.params}
+    for key, value in config.items():
+        name = PLAN_KEYS.get(key)
+        if name is None or value is None:  # e.g. rank and alpha are null in a full fine-tuning plan
+            continue
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            notes.append(f"--{name.replace('_', '-')} {params[name]} overrides the plan's {key} {value!r}")
+            continue
+        if isinstance(value, (list, tuple)) and name == "targets":
+            value = ",".join(str(v) for v in value)
+        try:
+            params[name] = by_name[name].type.convert(value, by_name[name], ctx)
+        except click.BadParameter as exc:
+            raise ConfigError(f"--plan {plan}: config.{key}: {exc.message}") from None
+    return notes, {k: v for k, v in extras.items() if v is not None}
+
+
+def _detected_gpu(device: str | None):
+    import torch
+
+    from .calibrate.trainer.model_dir import capacity_gpu
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return None
+    return capacity_gpu(None, "cuda")
+
+
+@cli.command("run")
+@click.option("--apply-recommendation", is_flag=True, help="Train with the recommended settings: those in --plan (`vramplan recommend --out plan.yaml` writes one). Without --plan the flags are used as given. Flags given explicitly win over the plan.")
+@click.option("--model", "-m", required=True, type=click.Path(), help="Local model directory: config.json, a tokenizer, and *.safetensors weights (none: random init, said so).")
+@click.option("--data", "-d", required=True, type=click.Path(), help="JSONL file: rows with 'text', 'instruction'/'input'/'output', or chat 'messages'.")
+@click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Plan file written by `vramplan recommend --out` (JSON or YAML): its config, checked against this model and GPU.")
+@click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, ...): what the plan and precision default are checked against.")
+@click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB.")
+@click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Output directory (refused if it holds another run) [default: runs/<model>-<method>].")
+@click.option("--method", type=click.Choice(METHODS), default="qlora", show_default=True)
+@run_options
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule, 3% warmup).")
+@click.option("--epochs", type=float, default=1.0, show_default=True, help="Passes over the training rows.")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (overrides --epochs).")
+@click.option("--save-every", type=int, default=100, show_default=True, help="Optimizer steps between checkpoints (one is always saved at the end).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(("cuda", "cpu")), default=None, help="Where to train [default: cuda when available, else cpu].")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store the run is recorded in [default: the user data directory].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--force", is_flag=True, help="Start even if the estimate does not fit, or the plan is for another model/GPU.")
+@click.option("--auto-fallback", is_flag=True, help="Step down (smaller micro-batch, checkpointing, shorter sequences) until it fits, before and on OOM.")
+@click.option("--skip-bad-rows", is_flag=True, help="Skip (and count) malformed data rows instead of stopping at the first.")
+@click.option("--merge", is_flag=True, help="Also save the base model with the adapter merged in (OUT/merged).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def run_command(ctx, **params):
+    """Fine-tune a local model with the bundled trainer and record the run's real peak memory.
+
+    Checks the estimate against the GPU first, checkpoints as it goes (--resume continues),
+    saves the adapter (OUT/adapter) or model (OUT/model), and stores the measured run beside
+    its estimate.
+
+    \b
+    Example:
+      vramplan run --apply-recommendation --model ./my-model --data train.jsonl --out runs/first
+    """
+    from .calibrate.trainer.loop import TrainConfig, train
+    from .calibrate.trainer.model_dir import check_model_path
+    from .commands import build_run, resolve_gpu_flags
+    from .planner.plan_file import read_plan
+
+    notes, extras = [], {}
+    gpu_spec = resolve_gpu_flags(params.pop("gpu"), params.pop("gpu_mem"))
+    model_dir = check_model_path(params.pop("model"))
+    target_gpu = gpu_spec or _detected_gpu(params["device"])
+    plan = params.pop("plan")
+    if plan:
+        doc = read_plan(Path(plan))
+        notes += check_plan_target(doc, plan, model_dir, target_gpu, params["force"])
+        plan_notes, extras = apply_plan(ctx, params, doc, plan)
+        notes += plan_notes
+    params.pop("apply_recommendation")
+    method = params.pop("method")
+    run = build_run(options_from_kwargs(params), method, target_gpu)
+    out = Path(params["out"]) if params["out"] else Path("runs") / f"{model_dir.resolve().name}-{run.method}"
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    config = TrainConfig(
+        model_path=model_dir, data_path=Path(params["data"]), out_dir=out, run=run, grad_accum=params["grad_accum"],
+        learning_rate=params["lr"], epochs=params["epochs"], max_steps=params["max_steps"], save_every=params["save_every"],
+        seed=params["seed"], device=params["device"], gpu=gpu_spec, db=params["db"], resume=params["resume"],
+        force=params["force"], auto_fallback=params["auto_fallback"], skip_bad_rows=params["skip_bad_rows"],
+        merge=params["merge"], progress=not params["no_progress"], log=lambda message: click.echo(message, err=True),
+        command="vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]), **extras,
+    )
+    _summary(train(config), params["db"])
+
+
+def _summary(result, db) -> None:
+    from .calibrate.trainer.fallback import format_bytes
+
+    r = result
+    first, last = (r.losses[r.start_step], r.losses[-1]) if len(r.losses) > r.start_step else (None, None)
+    click.echo(f"trained steps {r.start_step} -> {r.steps} of {r.total_steps} ({r.run.method}, batch {r.run.batch} x {r.grad_accum}, seq-len {r.run.seq_len})")
+    if first is not None:
+        eval_text = f"; eval loss {r.eval_loss:.4f}" if r.eval_loss is not None else ""
+        click.echo(f"loss {first:.4f} -> {last:.4f}{eval_text}; {r.tokens_per_s:,.0f} tokens/s")
+    if r.peak_bytes:
+        click.echo(f"peak {format_bytes(r.peak_bytes)} ({r.peak_statistic})")
+    click.echo(f"saved {r.weights_dir}" + (f" and {r.merged_dir}" if r.merged_dir else ""))
+    if r.record_ids:
+        click.echo(f"recorded as run #{r.record_ids[-1]} in {db or 'the default store'}")
