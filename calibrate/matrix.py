@@ -41,7 +41,7 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
     runs = _cpu_quick()
     base = RunConfig(device_kind="cpu", precision="bf16", grad_ckpt=False)
     for method, rank, targets, (batch, seq) in product(
-        ("lora", "qlora", "dora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
+        ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
     return runs
