@@ -344,3 +344,127 @@ def trust_figure(points: list[dict], title: str, subtitle: str = "") -> go.Figur
     fig.update_yaxes(title={"text": "error, % of measured"}, row=2, col=1, range=[-reach, reach], ticksuffix=" %", zeroline=False)
     fig.update_layout(legend={"title": {"text": "method · source"}, "traceorder": "normal"})
     return fig
+
+
+# --- recommend and run pages ------------------------------------------------------------------
+
+SEGMENT_COLORS = {"allocated": "#2171b5", "slack": "#969696", "outside": "#525252"}
+
+
+def alternatives_figure(labels: list[str], methods: list[str], allocated: list[int], reserved: list[int], device_used: list[int],
+                        gpu_name: str, gpu_bytes: int, limit_bytes: int, margin_text: str, title: str, subtitle: str = "") -> go.Figure:
+    """Each alternative's predicted device used, split into what makes it up, against the GPU and the margin line.
+
+    Horizontal bars, best first (top): peak allocated (live tensors), reserved minus allocated (the
+    caching allocator's slack), device used minus reserved (outside torch's allocator). A solid line
+    marks the GPU's memory, a dashed one the fit limit the margin leaves. `labels` are plain text.
+    """
+    fig = go.Figure()
+    y = [esc(label) for label in labels]
+    parts = (
+        ("allocated", "peak allocated (live tensors)", allocated),
+        ("slack", "allocator slack (reserved − allocated)", [max(0, r - a) for r, a in zip(reserved, allocated)]),
+        ("outside", "outside the allocator (CUDA context, paged states)", [max(0, d - max(r, a)) for d, r, a in zip(device_used, reserved, allocated)]),
+    )
+    for key, name, values in parts:
+        fig.add_trace(go.Bar(
+            name=name, y=y, x=[gib(v) for v in values], orientation="h",
+            marker={"color": SEGMENT_COLORS[key], "line": {"color": "white", "width": 0.5}},
+            customdata=[[f"{v:,}", method_title(m)] for v, m in zip(values, methods)],
+            hovertemplate=f"<b>%{{y}}</b><br>{esc(name)}: %{{customdata[0]}} bytes = %{{x:.2f}} GiB<extra></extra>",
+        ))
+    for label, total, live in zip(y, device_used, allocated):  # the total, written inside the blue part
+        fig.add_annotation(x=gib(live), y=label, xanchor="right", xshift=-6, showarrow=False,
+                           text=f"<b>{gib(total):.2f} GiB</b>", font={"size": 12, "color": "white"})
+    top = max([gib(d) for d in device_used] + [gib(gpu_bytes)]) * 1.04
+    # both lines are labelled above the plot, right-aligned on their line, one above the other: never on a bar
+    for x, dash, text, shift in (
+        (gib(limit_bytes), "dash", f"fit limit ({esc(margin_text)}): {gib(limit_bytes):.2f} GiB", 0),
+        (gib(gpu_bytes), "solid", f"{esc(gpu_name)}: {gib(gpu_bytes):.2f} GiB", 22),
+    ):
+        fig.add_vline(x=x, line={"color": GPU_LINE, "width": 1.6, "dash": dash})
+        fig.add_annotation(x=x, xref="x", y=1.0, yref="paper", yanchor="bottom", xanchor="right", yshift=shift + 2, showarrow=False,
+                           text=f"{text} {'┆' if dash == 'dash' else '│'}", font={"size": 12, "color": GPU_LINE})
+    height = max(380, 230 + 52 * len(labels))
+    _base_layout(fig, title, height, subtitle)
+    fig.update_layout(
+        barmode="stack", bargap=0.3,
+        margin={"l": 330, "r": 30, "t": 140, "b": 100},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "x": 0, "traceorder": "normal", "title": {"text": ""}},
+        xaxis={"title": {"text": "predicted device used, GiB (2^30 bytes)"}, "range": [0, top]},
+        yaxis={"autorange": "reversed", "tickfont": {"size": 12}},
+    )
+    return fig
+
+
+def loss_figure(curve: list[tuple[int, float]], eval_loss: float | None, start_step: int, title: str, subtitle: str = "") -> go.Figure:
+    """Training loss per optimizer step; the eval loss at the last step; a resumed run's restart marked."""
+    fig = go.Figure()
+    steps = [step for step, _ in curve]
+    losses = [loss for _, loss in curve]
+    fig.add_trace(go.Scatter(
+        name="training loss", x=steps, y=losses, mode="lines+markers" if len(curve) <= 60 else "lines",
+        line={"color": METHOD_COLORS["lora"], "width": 2.2}, marker={"size": 6},
+        hovertemplate="step %{x:,}<br>loss %{y:.4f}<extra></extra>",
+    ))
+    if eval_loss is not None and steps:
+        fig.add_trace(go.Scatter(
+            name="eval loss (end of run)", x=[steps[-1]], y=[eval_loss], mode="markers",
+            marker={"symbol": "diamond", "size": 13, "color": METHOD_COLORS["full"], "line": {"color": "white", "width": 1}},
+            hovertemplate="eval loss %{y:.4f}<br>after step %{x:,}<extra></extra>",
+        ))
+    if 0 < start_step and steps and steps[0] <= start_step < steps[-1]:
+        fig.add_vline(x=start_step + 0.5, line={"color": GPU_LINE, "width": 1.2, "dash": "dot"},
+                      annotation={"text": f"resumed after step {start_step:,}", "font": {"size": 12, "color": GPU_LINE}},
+                      annotation_position="top right")
+    _base_layout(fig, title, 420, subtitle)
+    fig.update_layout(
+        xaxis={"title": {"text": "optimizer step"}, "tickformat": ",d", **({"dtick": 1} if len(steps) <= 12 else {})},
+        yaxis={"title": {"text": "loss (cross-entropy, nats per token)"}},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+        hovermode="closest",
+    )
+    return fig
+
+
+def peak_figure(statistics: list[str], estimated: list[int | None], measured: list[int | None], gpu_name: str | None,
+                gpu_bytes: int | None, title: str, subtitle: str = "", unit: str = "GiB") -> go.Figure:
+    """The estimate made before the run against what was measured, statistic by statistic (GiB).
+
+    Each statistic gets an 'estimated' and a 'measured' bar; the error in % of measured is written
+    above the pair. The GPU's memory is a line when the run knows it. `statistics` are plain text.
+    `unit`: GiB, or MiB for runs too small to read in GiB.
+    """
+    scale = float(GIB if unit == "GiB" else 1 << 20)
+    digits = 3 if unit == "GiB" else 1
+
+    def size(n_bytes):  # in this chart's unit
+        return n_bytes / scale
+
+    fig = go.Figure()
+    x = [esc(s) for s in statistics]
+    for name, values, color in (("estimated before the run", estimated, "#9ecae1"), ("measured", measured, "#08306b")):
+        fig.add_trace(go.Bar(
+            name=name, x=x, y=[None if v is None else size(v) for v in values],
+            marker={"color": color, "line": {"color": "white", "width": 0.5}},
+            customdata=[["not measured" if v is None else f"{v:,} bytes"] for v in values],
+            text=["not measured" if v is None else f"{size(v):,.{digits}f} {unit}" for v in values], textposition="outside", cliponaxis=False,
+            hovertemplate=f"<b>%{{x}}</b> · {esc(name)}<br>%{{customdata[0]}} = %{{y:.{digits}f}} {unit}<extra></extra>",
+        ))
+    top = max([size(v) for v in estimated + measured if v] + [size(gpu_bytes) if gpu_bytes else 0.0, 1e-3])
+    for label, est, meas in zip(x, estimated, measured):
+        if est and meas:
+            error = 100.0 * (est - meas) / meas
+            fig.add_annotation(x=label, y=max(size(est), size(meas)) + top * 0.1, showarrow=False, yanchor="bottom",
+                               text=f"<b>error {error:+.1f} %</b>", font={"size": 13})
+    if gpu_bytes:
+        fig.add_hline(y=size(gpu_bytes), line={"color": GPU_LINE, "width": 1.6, "dash": "dash"},
+                      annotation={"text": f"{esc(gpu_name or 'GPU')} · {size(gpu_bytes):,.2f} {unit}", "font": {"size": 12, "color": GPU_LINE}},
+                      annotation_position="top left")
+    _base_layout(fig, title, 440, subtitle)
+    fig.update_layout(
+        barmode="group", bargap=0.3, bargroupgap=0.08,
+        yaxis={"title": {"text": f"peak memory, {unit} (2^{30 if unit == 'GiB' else 20} bytes)"}, "range": [0, top * 1.3], "rangemode": "tozero"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    )
+    return fig

@@ -54,6 +54,7 @@ class Section:
     details: tuple[tuple[str, Table], ...] = ()  # (summary line, table): collapsed on screen, opened for print
     anchor: str = ""
     facts: tuple[tuple[str, str], ...] = ()  # key/value lines shown as a definition list
+    bullets: tuple[str, ...] = ()  # a list after the facts (e.g. the reasons for a choice)
 
 
 def esc(text) -> str:
@@ -110,6 +111,8 @@ def render_section(section: Section, index: int) -> str:
     parts += [f"<p>{esc(p)}</p>" for p in section.paragraphs]
     if section.facts:
         parts.append('<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in section.facts) + "</dl>")
+    if section.bullets:
+        parts.append('<ul class="bullets">' + "".join(f"<li>{esc(b)}</li>" for b in section.bullets) + "</ul>")
     for number, chart in enumerate(section.charts):
         parts.append('<figure class="chart">')
         parts.append(render_figure(chart.figure, f"{anchor}-chart-{number + 1}"))
@@ -142,6 +145,8 @@ nav.toc a:hover { text-decoration: underline; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: .6rem 0 1rem; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+ul.bullets { margin: .2rem 0 1rem; padding-left: 1.3rem; max-width: 90ch; }
+ul.bullets li { margin: .15rem 0; }
 figure.chart { margin: 1rem 0 .4rem; border: 1px solid var(--rule); border-radius: 6px; padding: 4px; }
 figcaption { color: var(--muted); font-size: .9rem; padding: .2rem .6rem .4rem; }
 .table-wrap { overflow-x: auto; margin: .4rem 0 1.4rem; }

@@ -71,8 +71,9 @@ def _short_name(spec: ModelSpec) -> str:
 
 def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: str, results) -> Section:
     spec = resolved.spec
-    first = results[gpus[0].key][0].estimate
-    adapted = next((r.estimate.adapted for r in results[gpus[0].key] if r.estimate.adapted), ())
+    ref_results = results[_ref_key(gpus)]
+    first = ref_results[0].estimate
+    adapted = next((r.estimate.adapted for r in ref_results if r.estimate.adapted), ())
     facts = [
         ("model", spec.name),
         ("resolved from", resolved.note),
@@ -89,7 +90,9 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: 
                      f"on {', '.join(adapted) if adapted else ', '.join(run.targets)}; NF4 {'double-quant' if run.double_quant else 'single-quant'}"),
     ]
     for gpu in gpus:
-        facts.append((f"calibration {gpu.key}", corrections[gpu.key].source))
+        facts.append((f"calibration {gpu.key}", getattr(corrections.get(gpu.key), "source", None) or results[gpu.key][0].estimate.calibration))
+    if not gpus:
+        facts.append(("GPU", "none given: no GPU memory lines, no fit table"))
     facts.append(("measurement store", store_note))
     return Section(
         heading="What was estimated",
@@ -99,15 +102,20 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: 
             "process: the peak of live tensors (allocated), plus the caching allocator's slack (reserved), plus memory "
             "outside torch's allocator (CUDA context, paged optimizer states). A run fits when device used is at most the "
             "GPU's memory as the driver reports it.",
-            f"Calibration: {first.calibration}." if len(gpus) == 1 else "Each GPU uses its own calibration, listed below.",
+            f"Calibration: {first.calibration}." if len(gpus) <= 1 else "Each GPU uses its own calibration, listed below.",
         ),
         facts=tuple(facts),
     )
 
 
+def _ref_key(gpus):
+    """The key of the GPU whose numbers the charts show; None when there is no GPU (estimate without --gpu)."""
+    return gpus[0].key if gpus else None
+
+
 def _methods_section(gpus, methods, results) -> Section:
-    reference = gpus[0]
-    ref_results = results[reference.key]
+    ref_results = results[_ref_key(gpus)]
+    calibrated_for = f"overheads as calibrated for {gpus[0].name}" if gpus else "default overheads (no GPU given)"
     names: list[str] = []
     for result in ref_results:
         for term in result.estimate.breakdown.terms:
@@ -144,7 +152,7 @@ def _methods_section(gpus, methods, results) -> Section:
     term_table = Table(
         columns=("term (GiB at the peak)", *[charts.method_title(m) for m in methods]),
         rows=tuple(rows),
-        caption=f"Bytes at each method's peak, GiB to 3 decimals (hover a cell for exact bytes); overheads as calibrated for {reference.name}.",
+        caption=f"Bytes at each method's peak, GiB to 3 decimals (hover a cell for exact bytes); {calibrated_for}.",
     )
     fit_rows = []
     for gpu in gpus:
@@ -173,12 +181,13 @@ def _methods_section(gpus, methods, results) -> Section:
             "orange, optimizer green, activations purple, overhead grey). Hover a segment for its exact bytes and what it is.",
         ),
         charts=(Chart(figure, term_table),),
-        tables=(fit_table,),
+        tables=(fit_table,) if gpus else (),
     )
 
 
 def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections) -> Section | None:
-    reference = gpus[0]
+    reference = gpus[0] if gpus else None
+    correction = corrections.get(_ref_key(gpus))
     chart_list = []
     for field_name, label, values in SWEEPS:
         sweep_methods = [m for m in methods if m != "full"] if field_name == "rank" else list(methods)
@@ -192,7 +201,7 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
             for value in xs:
                 try:
                     point_run = replace(run, method=method, **{field_name: value})
-                    points.append(estimate(spec, point_run, reference, corrections[reference.key]).breakdown.device_used_bytes)
+                    points.append(estimate(spec, point_run, reference, correction).breakdown.device_used_bytes)
                 except VramplanError:
                     points.append(None)
             series[method] = points
@@ -212,7 +221,7 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
         table = Table(
             columns=(label, *[f"{charts.method_title(m)}, GiB" for m in sweep_methods]),
             rows=rows,
-            caption=f"Predicted device-used peak, GiB. GPU memory: {limits}.",
+            caption="Predicted device-used peak, GiB." + (f" GPU memory: {limits}." if gpus else ""),
         )
         chart_list.append(Chart(figure, table))
     if not chart_list:
@@ -222,7 +231,7 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
         anchor="sweeps",
         paragraphs=(
             "One setting changes at a time; everything else stays as in this run. Where a line crosses a GPU's dashed line, "
-            f"that setting stops fitting. Overheads as calibrated for {reference.name}.",
+            "that setting stops fitting. " + (f"Overheads as calibrated for {reference.name}." if reference else "Default overheads (no GPU given)."),
         ),
         charts=tuple(chart_list),
     )
@@ -284,7 +293,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} %"
 
 
-def _trust_section(db_path) -> Section | None:
+def _trust_section(db_path, current: bool = False, label: str | None = None) -> Section | None:
     from ..calibrate.report import error_rows, summarize
     from ..calibrate.store import Store
 
@@ -292,7 +301,7 @@ def _trust_section(db_path) -> Section | None:
         records = store.runs()
     if not records:
         return None
-    rows = error_rows(records)
+    rows = error_rows(records, current=current)
     points = [
         {
             "method": r["method"], "source": r["source"], "estimated_bytes": r["estimated_bytes"], "measured_bytes": r["measured_bytes"],
@@ -338,8 +347,10 @@ def _trust_section(db_path) -> Section | None:
         heading="How far to trust the estimates",
         anchor="trust",
         paragraphs=(
-            f"Measured runs from {db_path}: " + "; ".join(SOURCE_NOTES[source] for source in SOURCE_NOTES if source in sources) + ". "
-            "The estimate is the one stored with each run, made before it ran. Points on the dashed line are exact; the shaded "
+            f"Measured runs from {label or db_path}: " + "; ".join(SOURCE_NOTES[source] for source in SOURCE_NOTES if source in sources) + ". "
+            + ("The estimate is this version's re-estimate of each stored run (--current). " if current else
+               "The estimate is the one stored with each run, made before it ran. ")
+            + "Points on the dashed line are exact; the shaded "
             "band is ±5 % of measured. The lower panel shows the same runs' error in %."
             + (f" {excluded} stored run{'s have' if excluded != 1 else ' has'} no measurement (oom or error)." if excluded else ""),
         ),
@@ -351,8 +362,11 @@ def _trust_section(db_path) -> Section | None:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=None) -> str:
+def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=None, run_dir=None) -> str:
     """The whole HTML report for one model, one run's settings, several GPUs and methods.
+
+    With `run_dir` (a `vramplan run` output directory) a Run section follows: its marker, and
+    the run's store record when `db_path` is given.
 
     Raises:
         VramplanError: an unknown model or GPU, a method that does not exist, bf16 on a GPU
@@ -378,6 +392,10 @@ def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=Non
             raise ConfigError(f"--db {path} is a directory; give the measurement store file")
         if not path.exists():
             raise ConfigError(f"--db {path}: no such measurement store; run `vramplan calibrate --db {path}` first or leave --db out")
+    if run_dir is not None:
+        from .html_sections import check_run_dir
+
+        check_run_dir(run_dir)
 
     from ..planner.limits import compare_methods
 
@@ -395,33 +413,50 @@ def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=Non
         _fit_matrix_section(resolved.spec, run, gpus, methods, corrections),
         trust,
     ]
-    from importlib.metadata import PackageNotFoundError, version
+    if run_dir is not None:
+        from .html_sections import run_section
 
-    try:
-        footer = f"vramplan {version('vramplan')}"
-    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        footer = "vramplan"
+        sections.append(run_section(run_dir, db_path, use_store=db_path is not None))
     names = [g.name for g in gpus]
     gpu_names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return render_page(
         f"GPU memory for fine-tuning {_short_name(resolved.spec)} on {gpu_names}",
         sections,
         subtitle=f"{resolved.note} · {', '.join(charts.method_title(m) for m in methods)} · batch {run.batch} × {run.seq_len} tokens",
-        footer=footer,
+        footer=page_footer(),
     )
 
 
-def write_report(path, html: str) -> int:
-    """Write the report as UTF-8; returns its size in bytes.
+def page_footer() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"vramplan {version('vramplan')}"
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "vramplan"
+
+
+def check_out_path(path, flag: str = "--out") -> Path:
+    """Refuse an HTML path that cannot be written, before any work is done (`flag` names it in the error).
 
     Raises:
         ConfigError: the path is a directory or its folder does not exist.
     """
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"--out {path} is a directory; give a file name such as {path / 'report.html'}")
+        raise ConfigError(f"{flag} {path} is a directory; give a file name such as {path / 'report.html'}")
     if not path.parent.exists():
-        raise ConfigError(f"--out {path}: the folder {path.parent} does not exist")
+        raise ConfigError(f"{flag} {path}: the folder {path.parent} does not exist")
+    return path
+
+
+def write_report(path, html: str, flag: str = "--out") -> int:
+    """Write the report as UTF-8; returns its size in bytes.
+
+    Raises:
+        ConfigError: the path is a directory or its folder does not exist.
+    """
+    path = check_out_path(path, flag)
     data = html.encode("utf-8")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)

@@ -45,7 +45,8 @@ def _device(device: str | None) -> str:
 @click.option("--method", default="qlora", show_default=True, help="Method for --trace.")
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (--report: a list of rows; --trace: one object).")
-def calibrate(device, preset, models, methods, steps, db, report, current, trace, model, method, as_json, **kwargs):
+@click.option("--html", "html_path", type=click.Path(), default=None, help="With --report: also write a self-contained HTML page (estimated vs measured, the error tables).")
+def calibrate(device, preset, models, methods, steps, db, report, current, trace, model, method, as_json, html_path, **kwargs):
     """Measure real peak memory, store it beside the estimate, fit corrections, report the error.
 
     \b
@@ -54,34 +55,46 @@ def calibrate(device, preset, models, methods, steps, db, report, current, trace
     """
     if steps < 2:
         raise ConfigError("--steps must be at least 2: the steady state starts at step 2")
+    if html_path is not None and not report:
+        raise ConfigError("--html goes with --report (the page shows the store's runs)")
     if report:
-        _report(db, as_json, current)
+        _report(db, as_json, current, html_path)
     elif trace:
         _trace(model, method, options_from_kwargs(kwargs), as_json)
     else:
         _run_matrix(_device(device), preset, models, methods, steps, db)
 
 
-def _report(db, as_json, current=False):
+def _report(db, as_json, current=False, html_path=None):
     from .calibrate.report import error_rows, summarize
 
+    if html_path is not None:
+        from .reports.html_report import check_out_path
+
+        check_out_path(html_path, "--html")
     with _open_store(db) as store:
         records = store.runs()
     rows = error_rows(records, current=current)
+    if not rows and (html_path is not None or not as_json):
+        raise ConfigError(f"the store {db or 'at the default path'} holds no runs yet: run `vramplan calibrate` first")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        raise ConfigError(f"the store {db or 'at the default path'} holds no runs yet: run `vramplan calibrate` first")
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    from .reports.calibration_table import render_error_table
+        from .reports.calibration_table import render_error_table
 
-    excluded: dict[str, int] = {}
-    for row in rows:
-        if row["outcome"] != "ok":
-            excluded[row["outcome"]] = excluded.get(row["outcome"], 0) + 1
-    render_error_table(Console(), summarize(rows), excluded)
+        excluded: dict[str, int] = {}
+        for row in rows:
+            if row["outcome"] != "ok":
+                excluded[row["outcome"]] = excluded.get(row["outcome"], 0) + 1
+        render_error_table(Console(), summarize(rows), excluded)
+    if html_path is not None:
+        from .commands import wrote
+        from .reports.html_report import write_report
+        from .reports.html_sections import trust_page
+
+        wrote(html_path, write_report(html_path, trust_page(db, current), "--html"), err=as_json)
 
 
 def _trace(model, method, options, as_json):

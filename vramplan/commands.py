@@ -63,6 +63,11 @@ def run_from_plan(config: dict) -> RunConfig:
     )
 
 
+def wrote(path, size: int, err: bool = False) -> None:
+    """`Wrote PATH (size)` after an HTML page; on stderr when stdout carries JSON."""
+    click.echo(f"Wrote {path} ({size / 1e6:.1f} MB, {size:,} bytes)", err=err)
+
+
 def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
     methods = _split(values) or DEFAULT_METHODS
     unknown = [m for m in methods if m not in METHODS]
@@ -80,7 +85,8 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration for --gpu to use [default: the user data directory, if it exists].")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out` (its model, GPU and settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
-def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, **kwargs):
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: methods side by side and setting sweeps.")
+def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -90,6 +96,10 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, **kwargs):
     from .planner.limits import compare_methods
 
     options = options_from_kwargs(kwargs)
+    if html_path is not None:
+        from .reports.html_report import check_out_path
+
+        check_out_path(html_path, "--html")
     plan = None
     if plan_path is not None:
         from .planner.plan_file import read_plan
@@ -117,12 +127,19 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, **kwargs):
         from .reports.estimate_json import estimate_document
 
         click.echo(json.dumps(estimate_document(results, resolved.note), indent=2))
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    from .reports.estimate_table import render_estimate
+        from .reports.estimate_table import render_estimate
 
-    render_estimate(Console(), results, resolved.note)
+        render_estimate(Console(), results, resolved.note)
+    if html_path is not None:
+        from .reports.html_report import write_report
+        from .reports.html_sections import estimate_page
+
+        store_note = str(db) if db is not None else "the default store (user data directory), if it exists"
+        page = estimate_page(resolved, gpu_spec, base_run, chosen, results, corrections, store_note)
+        wrote(html_path, write_report(html_path, page, "--html"), err=as_json)
 
 
 @cli.command()

@@ -37,7 +37,8 @@ def margin_ratio_for(corrections) -> tuple[float, str]:
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration to use.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db, out, as_json):
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db, out, as_json, html_path):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     \b
@@ -48,6 +49,10 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db
     from .planner.advisor import recommend as advise
     from .planner.catalog import resolve_model
 
+    if html_path is not None:
+        from .reports.html_report import check_out_path
+
+        check_out_path(html_path, "--html")
     gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
     if gpu_spec is None:
         raise ConfigError("recommend needs a GPU: --gpu KEY (see `vramplan gpus`) or --gpu-mem SIZE")
@@ -87,11 +92,17 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db
         write_plan(out, {"model": resolved.spec.name, "gpu": document["gpu"], "goal": goal, "config": config_of(recs[0]), "reasons": list(recs[0].reasons)})
     if as_json:
         click.echo(json.dumps(document, indent=2))
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    from .reports.advice import render_advice
+        from .reports.advice import render_advice
 
-    render_advice(Console(), document)
-    if out is not None:
-        click.echo(f"plan written to {out}")
+        render_advice(Console(), document)
+        if out is not None:
+            click.echo(f"plan written to {out}")
+    if html_path is not None:
+        from .commands import wrote
+        from .reports.html_report import write_report
+        from .reports.html_sections import recommend_page
+
+        wrote(html_path, write_report(html_path, recommend_page(document, ratio), "--html"), err=as_json)

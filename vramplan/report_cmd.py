@@ -19,9 +19,10 @@ def _reference_gpu(gpus):
 @click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated [default: full,lora,qlora,dora].")
 @run_options
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store: its calibration for each GPU, and a trust section from its runs.")
+@click.option("--run", "run_dir", type=click.Path(), default=None, help="A `vramplan run` output directory: add a Run section (its marker; with --db also its loss curve, tokens/s and measured peak).")
 @click.option("--out", "-o", required=True, type=click.Path(), help="HTML file to write (self-contained: opens offline).")
-def report(model, gpu_keys, methods, db, out, **kwargs):
-    """Write an HTML report: methods side by side, setting sweeps, a fit matrix, and trust.
+def report(model, gpu_keys, methods, db, run_dir, out, **kwargs):
+    """Write an HTML report: methods side by side, setting sweeps, a fit matrix, trust, and a run.
 
     \b
     Example:
@@ -38,6 +39,6 @@ def report(model, gpu_keys, methods, db, out, **kwargs):
     gpus = [resolve_gpu(key) for key in keys]
     chosen = parse_methods(methods)
     run = build_run(options, chosen[0], _reference_gpu(gpus))
-    html = build_report(model, keys, run, chosen, db_path=db)
+    html = build_report(model, keys, run, chosen, db_path=db, run_dir=run_dir)
     size = write_report(out, html)
     click.echo(f"Wrote {out} ({size / 1e6:.1f} MB, {size:,} bytes)")

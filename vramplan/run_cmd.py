@@ -146,6 +146,7 @@ def _detected_gpu(device: str | None):
 @click.option("--skip-bad-rows", is_flag=True, help="Skip (and count) malformed data rows instead of stopping at the first.")
 @click.option("--merge", is_flag=True, help="Also save the base model with the adapter merged in (OUT/merged).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Also write a self-contained HTML page of the run: loss curve, tokens/s, measured peak against the estimate.")
 @click.pass_context
 def run_command(ctx, **params):
     """Fine-tune a local model with the bundled trainer and record the run's real peak memory.
@@ -163,6 +164,11 @@ def run_command(ctx, **params):
     from .commands import build_run, resolve_gpu_flags
     from .planner.plan_file import read_plan
 
+    html_path = params.pop("html_path")
+    if html_path is not None:
+        from .reports.html_report import check_out_path
+
+        check_out_path(html_path, "--html")
     notes, extras = [], {}
     gpu_spec = resolve_gpu_flags(params.pop("gpu"), params.pop("gpu_mem"))
     model_dir = check_model_path(params.pop("model"))
@@ -187,7 +193,14 @@ def run_command(ctx, **params):
         merge=params["merge"], progress=not params["no_progress"], log=lambda message: click.echo(message, err=True),
         command="vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]), **extras,
     )
-    _summary(train(config), params["db"])
+    result = train(config)
+    _summary(result, params["db"])
+    if html_path is not None:
+        from .commands import wrote
+        from .reports.html_report import write_report
+        from .reports.html_sections import run_page
+
+        wrote(html_path, write_report(html_path, run_page(result.out_dir, params["db"]), "--html"))
 
 
 def _summary(result, db) -> None:
