@@ -4,6 +4,8 @@ Starts from the single-GPU breakdown and divides what each engine divides (ZeRO 
 Rajbhandari et al. 2020, §5; PyTorch FSDP docs): optimizer states from ZeRO-1 on, gradients
 from ZeRO-2 / FSDP SHARD_GRAD_OP, parameters under ZeRO-3 / FSDP FULL_SHARD — frozen base
 weights included. Activations are never sharded. Engines add their own buffers, named below.
+QLoRA under FSDP / ZeRO-3 needs bnb_4bit_quant_storage equal to the compute dtype so that the
+4-bit weights can be flattened with the rest; the bytes stay 0.5 per weight.
 """
 
 from __future__ import annotations
@@ -121,8 +123,6 @@ def _engine_terms(single: Estimate, plan: ParallelPlan, grads_bytes: int) -> lis
         dtype_bytes = 4 if single.run.precision.endswith("-mixed") or single.run.precision == "fp32" else 2
         bucket = min(ZERO_BUCKET_ELEMENTS, trainable) * dtype_bytes
         terms.append(Term("distributed/zero_buckets", bucket, "DeepSpeed reduce bucket (reduce_bucket_size 5e8 elements)", frozenset({BACKWARD, BACKWARD_END, OPTIMIZER})))
-    if single.run.is_quantized and plan.strategy in SHARDS_PARAMS:
-        terms.append(Term("distributed/qlora_note", 0, "QLoRA under FSDP/ZeRO-3 needs bnb_4bit_quant_storage = the compute dtype (same bytes)", frozenset({OPTIMIZER})))
     return terms
 
 

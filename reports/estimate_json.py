@@ -45,6 +45,10 @@ def estimate_dict(result: MethodResult) -> dict:
         "max_batch": result.max_batch,
         "max_seq_len": result.max_seq_len,
         "calibration": est.calibration,
+        "per_gpu": None if result.parallel is None else {
+            "gpus": result.parallel.gpus, "strategy": result.parallel.strategy, "offload": result.parallel.offload,
+            "host_bytes": result.host_bytes,
+        },
         "config": config_dict(result),
     }
 

@@ -10,7 +10,7 @@ from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.units import GIB, format_gib
 
-TERM_ORDER = ["weights", "grads", "optimizer", "activations", "overhead"]
+TERM_ORDER = ["weights", "grads", "optimizer", "activations", "distributed", "overhead"]
 METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
 
 
@@ -38,6 +38,9 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
 def estimate_table(results: list[MethodResult]) -> Table:
     gpu = results[0].estimate.gpu
     title = "Peak memory per term (GiB, 2^30 bytes)"
+    parallel = results[0].parallel
+    if parallel is not None:
+        title += f", per GPU of {parallel.gpus} ({parallel.strategy}" + (f", {parallel.offload} offloaded" if parallel.offload != "none" else "") + ")"
     if gpu is not None:
         title += f" on {gpu.name}, {format_gib(gpu.total_bytes)}"
     table = Table(title=title, title_justify="left")
@@ -69,6 +72,8 @@ def estimate_table(results: list[MethodResult]) -> Table:
         ("peak reserved", lambda r: f"{r.estimate.breakdown.peak_reserved_bytes / GIB:.2f}"),
         ("device used", lambda r: f"{r.estimate.breakdown.device_used_bytes / GIB:.2f}"),
     ]
+    if parallel is not None and parallel.offload != "none":
+        rows.append(("host RAM (node)", lambda r: f"{r.host_bytes / GIB:.2f}"))
     for label, cell in rows:
         table.add_row(label, *[cell(result) for result in results])
     if gpu is not None:

@@ -123,3 +123,26 @@ def test_missing_and_malformed_config(tmp_path):
     no_type = tmp_path / "notype.json"
     no_type.write_text(json.dumps({"hidden_size": 8}))
     assert error_line(run("estimate", "--model", str(no_type))).endswith("does not look like a transformers config.json")
+
+
+def test_per_gpu_estimate_with_a_strategy():
+    one = json.loads(run("estimate", "-m", "70b", "-g", "a100-80gb", "--method", "lora", "--json").output)["estimates"][0]
+    four = json.loads(run("estimate", "-m", "70b", "-g", "a100-80gb", "--method", "lora", "--gpus", "4", "--strategy", "fsdp", "--json").output)["estimates"][0]
+    assert four["per_gpu"] == {"gpus": 4, "strategy": "fsdp", "offload": "none", "host_bytes": 0}
+    assert one["fits"] is False and four["fits"] is True
+    assert four["components"]["weights/base"] == one["components"]["weights/base"] // 4
+    assert "distributed/gathered_params" in four["components"]
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--gpus", "4"], "Error: --gpus above 1 needs --strategy: ddp, fsdp, fsdp-grad-op, zero1, zero2 or zero3"),
+        (["--gpus", "1", "--strategy", "ddp"], "Error: --gpus must be 2 or more with --strategy, got 1"),
+        (["--gpus", "2", "--strategy", "zero2", "--offload", "params"], "Error: --offload params needs a parameter-sharding strategy (fsdp or zero3), not zero2"),
+    ],
+)
+def test_bad_parallel_flags(args, expected):
+    result = run("estimate", "-m", "70b", *args)
+    assert result.exit_code != 0
+    assert error_line(result).startswith(expected), result.output

@@ -47,6 +47,19 @@ def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfi
     )
 
 
+def parallel_plan(gpus: int, strategy: str | None, offload: str):
+    """The multi-GPU plan of `--gpus/--strategy/--offload`, or None for one GPU."""
+    from .planner.sharding import ParallelPlan
+
+    if gpus == 1 and strategy is None and offload == "none":
+        return None
+    if gpus < 1:
+        raise ConfigError(f"--gpus must be 1 or more, got {gpus}")
+    if strategy is None:
+        raise ConfigError("--gpus above 1 needs --strategy: ddp, fsdp, fsdp-grad-op, zero1, zero2 or zero3")
+    return ParallelPlan(strategy, gpus, offload)
+
+
 def run_from_plan(config: dict) -> RunConfig:
     """The RunConfig a plan's `config` describes (grad_accum, lr and epochs do not change memory)."""
     return RunConfig(
@@ -86,7 +99,10 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out` (its model, GPU and settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: methods side by side and setting sweeps.")
-def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, **kwargs):
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
+@click.option("--strategy", type=click.Choice(("ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3")), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
+@click.option("--offload", type=click.Choice(("none", "optimizer", "params")), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
+def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gpus, strategy, offload, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -122,7 +138,7 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, **
         from .calibrate.lookup import corrections_for
 
         corrections = corrections_for(gpu_spec, db)
-    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections)
+    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections, parallel_plan(gpus, strategy, offload))
     if as_json:
         from .reports.estimate_json import estimate_document
 
