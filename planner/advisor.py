@@ -16,6 +16,7 @@ from itertools import product
 from .errors import ConfigError
 from .estimator import Estimate, estimate
 from .overhead import Corrections
+from .sharding import ParallelPlan, shard
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 GOALS = ("quality", "speed", "memory")
@@ -54,13 +55,14 @@ def dataset_advice(examples: int | None) -> DatasetAdvice:
 
 @dataclass(frozen=True)
 class Recommendation:
-    estimate: Estimate
+    estimate: Estimate  # per GPU when `parallel` is set
     grad_accum: int
     learning_rate: float
     epochs: int
     quality_score: float
     speed_score: float
     reasons: tuple[str, ...]
+    parallel: ParallelPlan | None = None
 
     @property
     def run(self) -> RunConfig:
@@ -104,7 +106,7 @@ def _speed(run: RunConfig) -> float:
     return speed
 
 
-def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advice: DatasetAdvice) -> tuple[str, ...]:
+def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advice: DatasetAdvice, replicas: int = 1) -> tuple[str, ...]:
     reasons = [advice.reason, lr_reason]
     if run.method in ("qlora", "qdora"):
         reasons.append("4-bit NF4 base: ~0.5 B/param frees memory for batch and sequence")
@@ -113,7 +115,8 @@ def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advi
     if run.has_adapter:
         reasons.append(f"targets {','.join(run.targets)}: all-linear beats attention-only at equal memory" if run.targets == ("all-linear",) else "attention-only targets: all-linear did not fit or was not better for this goal")
         reasons.append(f"alpha = 2r = {run.lora_alpha:g}" + ("; use rsLoRA (use_rslora=True) at this rank" if run.rank >= 64 else ""))
-    reasons.append(f"micro-batch {run.batch} x grad accumulation {grad_accum} = effective batch {run.batch * grad_accum}")
+    gpus_note = f" x {replicas} GPUs" if replicas > 1 else ""
+    reasons.append(f"micro-batch {run.batch} x grad accumulation {grad_accum}{gpus_note} = effective batch {run.batch * grad_accum * replicas}")
     reasons.append("gradient checkpointing on: trades ~25% speed for activation memory" if run.grad_ckpt else "gradient checkpointing off: fits without it, ~25% faster")
     if run.optimizer != "adamw":
         reasons.append(f"{run.optimizer}: 8-bit Adam states (paged ones spill to host memory under pressure)")
@@ -143,8 +146,12 @@ def recommend(
     margin_ratio: float = 0.05,
     methods: tuple[str, ...] = ("full", "lora", "qlora", "dora", "qdora"),
     top: int = 5,
+    gpus: int = 1,
 ) -> list[Recommendation]:
-    """Configs that fit `gpu` with `margin_ratio` of its memory to spare, best first for `goal`.
+    """Configs that fit `gpu` (each of `gpus`) with `margin_ratio` of its memory to spare, best first for `goal`.
+
+    With several GPUs each config gets the least sharding that fits: DDP, then ZeRO-2, then
+    FSDP full shard (communication grows in that order).
 
     Raises:
         ConfigError: unknown goal, or nothing fits (the message says what to change).
@@ -156,22 +163,23 @@ def recommend(
     budget = gpu.total_bytes * (1 - margin_ratio)
     fitting = []
     for run in candidates(seq_len, precision, methods):
-        result = estimate(model, run, gpu, corrections)
-        if result.breakdown.device_used_bytes <= budget:
-            fitting.append(result)
+        single = estimate(model, run, gpu, corrections)
+        placed = _place(single, gpus, budget, corrections)
+        if placed is not None:
+            fitting.append(placed)
     if not fitting:
-        raise ConfigError(
-            f"nothing fits {model.name} on {gpu.name} at seq-len {seq_len} with a {margin_ratio:.0%} margin: "
-            "try a shorter --seq-len, a bigger GPU, or a smaller model"
-        )
+        raise ConfigError(_nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, corrections))
     recommendations = []
-    for result in fitting:
+    for result, parallel in fitting:
         run = result.run
-        grad_accum = max(1, math.ceil(EFFECTIVE_BATCH / run.batch))
+        replicas = parallel.gpus if parallel else 1
+        grad_accum = max(1, math.ceil(EFFECTIVE_BATCH / (run.batch * replicas)))
         lr, lr_reason = learning_rate(run.method, model)
-        recommendations.append(Recommendation(
-            result, grad_accum, lr, advice.epochs, _quality(run, advice), _speed(run), _reasons(run, gpu, grad_accum, lr_reason, advice)
-        ))
+        reasons = _reasons(run, gpu, grad_accum, lr_reason, advice, replicas)
+        if parallel is not None:
+            reasons += (STRATEGY_REASONS[parallel.strategy].format(n=parallel.gpus),)
+        speed = _speed(run) * (STRATEGY_SPEED[parallel.strategy] if parallel else 1.0)
+        recommendations.append(Recommendation(result, grad_accum, lr, advice.epochs, _quality(run, advice), speed, reasons, parallel))
     key = {
         "quality": lambda r: (round(r.quality_score, 6), r.speed_score, -r.estimate.breakdown.device_used_bytes),
         "speed": lambda r: (round(r.speed_score, 6), r.quality_score, -r.estimate.breakdown.device_used_bytes),
@@ -179,6 +187,42 @@ def recommend(
     }[goal]
     recommendations.sort(key=key, reverse=True)
     return _distinct(recommendations, top)
+
+
+# least communication first: replicate everything, then shard states and grads, then parameters
+STRATEGY_ORDER = ("ddp", "zero2", "fsdp")
+STRATEGY_SPEED = {"ddp": 1.0, "zero2": 0.95, "fsdp": 0.85}
+STRATEGY_REASONS = {
+    "ddp": "DDP on {n} GPUs: each holds a full replica, no sharding needed",
+    "zero2": "DeepSpeed ZeRO-2 on {n} GPUs: optimizer states and gradients sharded, weights replicated",
+    "fsdp": "FSDP full shard on {n} GPUs: weights (frozen ones too), gradients and states divided by {n}",
+}
+
+
+def _place(single: Estimate, gpus: int, budget: float, corrections: Corrections | None):
+    """(per-GPU estimate, plan) for the least sharding that fits the budget, or None."""
+    if gpus == 1:
+        return (single, None) if single.breakdown.device_used_bytes <= budget else None
+    for strategy in STRATEGY_ORDER:
+        plan = ParallelPlan(strategy, gpus)
+        sharded = shard(single, plan, corrections)
+        if sharded.breakdown.device_used_bytes <= budget:
+            return replace(single, breakdown=sharded.breakdown), plan
+    return None
+
+
+def _nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, corrections) -> str:
+    """Say what would fit: how many GPUs of this kind a plain QLoRA / LoRA run needs under FSDP."""
+    message = f"nothing fits {model.name} on {'one' if gpus == 1 else gpus} {gpu.name} at seq-len {seq_len} with a {margin_ratio:.0%} margin"
+    budget = gpu.total_bytes * (1 - margin_ratio)
+    for method in ("qlora", "lora"):
+        single = estimate(model, RunConfig(method=method, seq_len=seq_len, precision=precision), gpu, corrections)
+        for n in range(max(2, gpus + 1), 65):
+            if shard(single, ParallelPlan("fsdp", n), corrections).breakdown.device_used_bytes <= budget:
+                label = {"qlora": "QLoRA", "lora": "LoRA"}[method]
+                return (f"{message}: {label} r=16 would fit on {n} of them with FSDP full shard "
+                        f"(add --gpus {n}), or try a shorter --seq-len or a bigger GPU")
+    return f"{message}: try a shorter --seq-len, a bigger GPU, or a smaller model"
 
 
 def _distinct(ranked: list[Recommendation], top: int) -> list[Recommendation]:

@@ -27,6 +27,8 @@ def config_of(rec: Recommendation) -> dict:
         "optimizer": run.optimizer,
         "precision": run.precision,
         "seq_len": run.seq_len,
+        "gpus": rec.parallel.gpus if rec.parallel else 1,
+        "strategy": rec.parallel.strategy if rec.parallel else None,
         "learning_rate": rec.learning_rate,
         "epochs": rec.epochs,
         "lr_scheduler": "cosine",
@@ -75,6 +77,8 @@ def render_advice(console: Console, document: dict) -> None:
     if cfg["rank"]:
         lines.append(f"r={cfg['rank']} α={cfg['alpha']:g} on {cfg['target_preset']} ({','.join(cfg['targets'])})")
     lines.append(f"micro-batch {cfg['batch']} × accumulation {cfg['grad_accum']}, seq {cfg['seq_len']}, grad-ckpt {'on' if cfg['grad_ckpt'] else 'off'}")
+    if cfg["strategy"]:
+        lines.append(f"{cfg['gpus']} GPUs, {cfg['strategy']} (memory figures are per GPU)")
     lines.append(f"{cfg['optimizer']}, {cfg['precision']}, lr {cfg['learning_rate']:.1e} cosine, warmup 3%, {cfg['epochs']} epochs")
     lines.append(f"predicted: {gib(best['device_used_bytes'])} device used, {gib(best['margin_bytes'])} to spare")
     why = "\n".join(f"• {reason}" for reason in best["reasons"])

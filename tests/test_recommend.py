@@ -81,7 +81,7 @@ def test_dataset_sets_sequence_length(tmp_path):
     "args,expected",
     [
         (["--model", "8b"], "Error: recommend needs a GPU: --gpu KEY (see `vramplan gpus`) or --gpu-mem SIZE"),
-        (["--model", "70b", "--gpu", "t4"], "Error: nothing fits meta-llama/Meta-Llama-3-70B on NVIDIA Tesla T4 at seq-len 2048"),
+        (["--model", "70b", "--gpu", "t4"], "Error: nothing fits meta-llama/Meta-Llama-3-70B on one NVIDIA Tesla T4 at seq-len 2048 with a 5% margin: QLoRA r=16 would fit on"),
         (["--model", "8b", "--gpu", "t4", "--seq-len", "0"], "Error: --seq-len must be greater than 0, got 0"),
         (["--model", "8b", "--gpu", "t4", "--dataset", "missing.jsonl"], "Error: --dataset missing.jsonl does not exist"),
     ],
@@ -103,3 +103,28 @@ def test_plan_errors(tmp_path):
     bogus = tmp_path / "plan.json"
     bogus.write_text('{"hello": 1}')
     assert error_line(run("estimate", "--plan", str(bogus))).startswith(f"Error: --plan {bogus} is not a vramplan plan")
+
+
+def test_several_gpus_get_the_least_sharding_that_fits():
+    seventy = catalog_spec("meta-llama/Meta-Llama-3-70B")
+    a100 = resolve_gpu("a100-80gb")
+    best = recommend(seventy, a100, 2048, gpus=4)[0]
+    assert best.parallel is not None and best.parallel.gpus == 4
+    assert best.parallel.strategy == "fsdp"  # 140 GB of bf16 weights cannot be replicated on 80 GB cards
+    assert best.estimate.breakdown.device_used_bytes <= 0.95 * a100.total_bytes
+    assert best.run.batch * best.grad_accum * 4 >= 16
+    small = recommend(LLAMA3_8B, a100, 2048, gpus=2)[0]
+    assert small.parallel.strategy == "ddp"  # an 8B LoRA fits each card whole: no sharding needed
+
+
+def test_one_gpu_that_is_too_small_is_told_how_many_it_needs():
+    result = run("recommend", "--model", "70b", "--gpu", "l4")
+    line = error_line(result)
+    assert line.startswith("Error: nothing fits meta-llama/Meta-Llama-3-70B on one NVIDIA L4")
+    assert "would fit on" in line and "with FSDP full shard (add --gpus" in line
+
+
+def test_gpus_in_json():
+    doc = json.loads(run("recommend", "--model", "70b", "--gpu", "a100-80gb", "--gpus", "4", "--json").output)
+    config = doc["recommendations"][0]["config"]
+    assert config["gpus"] == 4 and config["strategy"] == "fsdp"

@@ -33,12 +33,13 @@ def margin_ratio_for(corrections) -> tuple[float, str]:
 @click.option("--dataset-size", type=int, default=None, help="Number of training examples (when there is no --dataset).")
 @click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
 @click.option("--goal", type=click.Choice(("quality", "speed", "memory")), default="quality", show_default=True)
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs of this kind to use: each config gets the least sharding that fits (DDP, ZeRO-2, FSDP full shard).")
 @click.option("--top", type=int, default=5, show_default=True, help="How many alternatives to show.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration to use.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db, out, as_json, html_path):
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, top, db, out, as_json, html_path):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     \b
@@ -56,7 +57,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db
     gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
     if gpu_spec is None:
         raise ConfigError("recommend needs a GPU: --gpu KEY (see `vramplan gpus`) or --gpu-mem SIZE")
-    for flag, value in (("--seq-len", seq_len), ("--dataset-size", dataset_size), ("--top", top)):
+    for flag, value in (("--seq-len", seq_len), ("--dataset-size", dataset_size), ("--top", top), ("--gpus", gpus)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} must be greater than 0, got {value}")
     if dataset is not None and dataset_size is not None:
@@ -82,7 +83,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, top, db
 
         corrections = corrections_for(gpu_spec, db)
     ratio, margin_note = margin_ratio_for(corrections)
-    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, top=top)
+    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, top=top, gpus=gpus)
     from .reports.advice import advice_document, config_of
 
     document = advice_document(recs, resolved.note, goal, margin_note, extra)
