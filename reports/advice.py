@@ -9,6 +9,7 @@ from rich.text import Text
 
 from ..planner.advisor import Recommendation, margin_bytes
 from ..planner.units import GIB
+from .estimate_table import METHOD_TITLES
 
 
 def config_of(rec: Recommendation) -> dict:
@@ -73,7 +74,7 @@ def render_advice(console: Console, document: dict) -> None:
     )
     if document.get("dataset"):
         head += document["dataset"] + "\n"
-    lines = [f"[bold]{cfg['method'].upper()}[/bold]"]
+    lines = [f"[bold]{METHOD_TITLES[cfg['method']]}[/bold]"]
     if cfg["rank"]:
         lines.append(f"r={cfg['rank']} α={cfg['alpha']:g} on {cfg['target_preset']} ({','.join(cfg['targets'])})")
     lines.append(f"micro-batch {cfg['batch']} × accumulation {cfg['grad_accum']}, seq {cfg['seq_len']}, grad-ckpt {'on' if cfg['grad_ckpt'] else 'off'}")
