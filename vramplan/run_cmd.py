@@ -139,6 +139,8 @@ def _detected_gpu(device: str | None):
 @click.option("--save-every", type=int, default=100, show_default=True, help="Optimizer steps between checkpoints (one is always saved at the end).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(("cuda", "cpu")), default=None, help="Where to train [default: cuda when available, else cpu].")
+@click.option("--gpus", type=int, default=1, show_default=True, help="Train on this many devices, one process each (accelerate launch; on CPU: processes over gloo). Needs --strategy above 1.")
+@click.option("--strategy", type=click.Choice(("ddp", "fsdp")), default=None, help="With --gpus above 1: ddp (a full copy per device) or fsdp (full shard; CUDA only).")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store the run is recorded in [default: the user data directory].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--force", is_flag=True, help="Start even if the estimate does not fit, or the plan is for another model/GPU.")
@@ -165,6 +167,14 @@ def run_command(ctx, **params):
     from .planner.plan_file import read_plan
 
     html_path = params.pop("html_path")
+    gpus, strategy = params.pop("gpus"), params.pop("strategy")
+    if gpus != 1 or strategy is not None:
+        import torch
+
+        from .calibrate.trainer.distributed import check_launch
+
+        device = params["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_launch(gpus, strategy, device, params["resume"], params["auto_fallback"])
     if html_path is not None:
         from .reports.html_report import check_out_path
 
@@ -193,14 +203,20 @@ def run_command(ctx, **params):
         merge=params["merge"], progress=not params["no_progress"], log=lambda message: click.echo(message, err=True),
         command="vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]), **extras,
     )
-    result = train(config)
-    _summary(result, params["db"])
+    if gpus > 1:  # one process per device, each calling train(); rank 0 prints the summary
+        from .calibrate.trainer.distributed import launch
+
+        status = launch(config, gpus, strategy, device)
+        if status != 0:
+            ctx.exit(status)
+    else:
+        _summary(train(config), params["db"])
     if html_path is not None:
         from .commands import wrote
         from .reports.html_report import write_report
         from .reports.html_sections import run_page
 
-        wrote(html_path, write_report(html_path, run_page(result.out_dir, params["db"]), "--html"))
+        wrote(html_path, write_report(html_path, run_page(out, params["db"]), "--html"))
 
 
 def _summary(result, db) -> None:

@@ -58,7 +58,7 @@ def write_marker(out_dir: Path, marker: dict) -> None:
     tmp.replace(out_dir / MARKER)
 
 
-def claim_out_dir(out_dir: Path, resume: bool) -> dict | None:
+def claim_out_dir(out_dir: Path, resume: bool, allow: tuple[str, ...] = ()) -> dict | None:
     """Check ``out_dir`` may be used; returns the marker of the run to resume (None: a fresh run).
 
     Raises:
@@ -73,7 +73,7 @@ def claim_out_dir(out_dir: Path, resume: bool) -> dict | None:
             f"--out {out_dir} already holds a run (status {marker.get('status', '?')}, step {marker.get('step', 0)}): "
             "pass --resume to continue it, or another --out for a new run"
         )
-    if marker is None and out_dir.is_dir() and any(out_dir.iterdir()):
+    if marker is None and out_dir.is_dir() and any(p.name not in allow for p in out_dir.iterdir()):
         raise ConfigError(f"--out {out_dir} is not empty and holds no vramplan run; give a new or empty directory")
     if marker is None and resume:
         raise ConfigError(f"--resume: {out_dir} holds no run to resume; drop --resume to start one there")

@@ -85,6 +85,7 @@ class TrainConfig:
     command: str | None = None
     log: Callable[[str], None] | None = None
     step_callback: Callable[[int, float], None] | None = None  # (step, loss) after each optimizer step
+    accelerator: object | None = None  # an accelerate.Accelerator: this is one rank of `run --gpus N` (distributed.py)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class TrainResult:
     record_ids: list[int]
     notes: list[str]
     random_init: bool
+    per_rank_peak_bytes: list[int] | None = None  # --gpus N: every rank's peak, rank 0 first
 
 
 def _stderr(message: str) -> None:
@@ -142,6 +144,9 @@ class _Session:
 
     def __init__(self, c: TrainConfig):
         self.c, self.log = c, c.log or _stderr
+        self.acc = c.accelerator  # None: one process, as always
+        self.main = self.acc is None or self.acc.is_main_process  # only it writes the marker, checkpoints, weights, record
+        self.fsdp = self.acc is not None and self.acc.distributed_type.name == "FSDP"  # sharded: no checkpoints yet
         _check_numbers(c)
         self.device = pick_device(c.device)
         self.model = load_model_dir(c.model_path)
@@ -153,7 +158,12 @@ class _Session:
         self.gpu = capacity_gpu(c.gpu, self.device)
         self.run, self.grad_accum, self.notes = check_fits(self.spec, self.run, c.grad_accum, self.gpu, c.force, c.auto_fallback)
         self.out = Path(c.out_dir)
-        self.marker = ckpt.claim_out_dir(self.out, c.resume) or {}
+        if self.acc is None:
+            self.marker = ckpt.claim_out_dir(self.out, c.resume) or {}
+        else:  # the launcher wrote its files into OUT; the other ranks leave OUT to rank 0
+            from .distributed import LAUNCH_FILES
+
+            self.marker = (ckpt.claim_out_dir(self.out, c.resume, LAUNCH_FILES) if self.main else None) or {}
         if self.marker:
             self._check_resume()
         self.env = environment(self.device)
@@ -168,6 +178,7 @@ class _Session:
         self.notes += [f"{d.skipped} malformed rows skipped (first: {d.skip_messages[0]})"] if d.skipped else []
         self.notes += [f"{d.truncated} rows cut at --seq-len {self.run.seq_len}"] if d.truncated else []
         self.notes += [f"{d.no_target} rows dropped: nothing to learn within --seq-len"] if d.no_target else []
+        self.notes += ["--strategy fsdp: no checkpoints during the run yet (only the final weights are saved)"] if self.fsdp else []
         for note in self.notes:
             self.log(f"note: {note}")
         self.log(f"data: {len(d.train)} training rows, {len(d.eval)} eval rows ({'chat template' if d.chat_template else 'plain format'}); device {self.device}")
@@ -183,6 +194,8 @@ class _Session:
 
     # ------------------------------------------------------------ bookkeeping
     def _mark(self, status: str, run: RunConfig, accum: int, step: int, **extra) -> None:
+        if not self.main:
+            return
         self.marker.update(
             status=status, step=step, run=_plain(run), grad_accum=accum, learning_rate=self.c.learning_rate,
             model=str(self.model.path.resolve()), data=str(Path(self.c.data_path).resolve()), seed=self.c.seed,
@@ -191,7 +204,7 @@ class _Session:
         ckpt.write_marker(self.out, self.marker)
 
     def _record(self, outcome, run, accum, est, measured, state, error=None, started=0.0, extra=None) -> None:
-        if not self.c.record:
+        if not self.c.record or not self.main:
             return
         trainer = {
             "out_dir": str(self.out.resolve()), "grad_accum": accum, "learning_rate": self.c.learning_rate,
@@ -220,6 +233,9 @@ class _Session:
         # fp16 gradients underflow without loss scaling; the scaler needs fp32 trainable parameters
         fp16 = self.device == "cuda" and run.precision.startswith("fp16") and all(p.dtype == torch.float32 for p in trainable)
         scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.wrapped = model  # what the forward pass runs through: DDP / FSDP under --gpus N
+        if self.acc is not None:
+            self.wrapped, optimizer = self.acc.prepare(model, optimizer)
         return model, optimizer, scheduler, scaler
 
     def _restore(self, model, optimizer, scheduler, scaler, state: dict) -> dict:
@@ -236,6 +252,8 @@ class _Session:
 
     def _checkpoint(self, model, optimizer, scheduler, scaler, state, run, accum) -> Path:
         extra = {"scaler": scaler.state_dict()} if scaler is not None else {}
+        if not self.main or self.fsdp:
+            return self.out / "checkpoints"
         path = ckpt.save_checkpoint(self.out, model, optimizer, scheduler, {**state, **extra}, self.c.keep_checkpoints)
         self._mark("running", run, accum, state["step"])
         return path
@@ -252,15 +270,18 @@ class _Session:
             tokens += int(batch.pop("attention_mask").sum())  # right padding: see data.collate
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with meter.phase("forward"), autocast_context(run, self.device):
-                loss = model(**batch).loss * (count / sum(targets))  # token-weighted over the whole step
+                loss = self.wrapped(**batch).loss * (count / sum(targets))  # token-weighted over the whole step
             with meter.phase("backward"):
-                (scaler.scale(loss) if scaler else loss).backward()
+                scaled = scaler.scale(loss) if scaler else loss
+                scaled.backward() if self.acc is None else self.acc.backward(scaled)
             loss_value += float(loss.detach())
             del loss, batch
         with meter.phase("optimizer"):
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            if self.c.max_grad_norm:
+            if self.c.max_grad_norm and self.acc is not None:  # the norm over every rank's shard (FSDP)
+                self.acc.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.c.max_grad_norm)
+            elif self.c.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], self.c.max_grad_norm)
             scaler.step(optimizer) if scaler is not None else optimizer.step()
             if scaler is not None:
@@ -299,25 +320,33 @@ class _Session:
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             batch = {k: v.to(self.device) for k, v in batch.items() if k != "attention_mask"}
             with autocast_context(run, self.device):
-                total += float(model(**batch).loss) * n
+                total += float(self.wrapped(**batch).loss) * n
             count += n
         model.train()
         return total / count if count else None
 
     def _save_final(self, model) -> Path:
+        state = None
+        if self.acc is not None:  # the whole model (FSDP gathers its shards: every rank takes part)
+            state = self.acc.get_state_dict(self.wrapped) if self.fsdp else None
+            if not self.main:
+                return self.out / ("adapter" if ckpt.is_peft(model) else "model")
         if ckpt.is_peft(model):
             target = self.out / "adapter"
             model.peft_config["default"].base_model_name_or_path = str(self.model.path.resolve())
         else:
             target = self.out / "model"
-        model.save_pretrained(target)
+        model.save_pretrained(target, **({"state_dict": state} if state is not None else {}))
         self.model.tokenizer.save_pretrained(target)
         return target
 
     def attempt(self, run: RunConfig, accum: int) -> TrainResult:
         self.train = truncate_examples(self.data.train, run.seq_len)
         self.eval = truncate_examples(self.data.eval, run.seq_len)
-        total = self.c.max_steps or max(1, math.ceil(self.c.epochs * steps_per_epoch(len(self.train), run.batch, accum)))
+        ranks = 1 if self.acc is None else self.acc.num_processes
+        total = self.c.max_steps or max(1, math.ceil(self.c.epochs * steps_per_epoch(len(self.train), run.batch * ranks, accum)))
+        if self.acc is not None:  # each rank trains its own shard of the rows (the same step count on every rank)
+            self.train = self.train[self.acc.process_index :: ranks]
         est = estimate(self.spec, run, self.gpu)
         meter = make_meter(self.device, self.c.cpu_tracked_steps)
         state = {"step": 0, "examples_seen": 0, "losses": [], "timed_tokens": 0, "timed_seconds": 0.0, "measured_tokens": 0, "measured_seconds": 0.0}
@@ -368,9 +397,17 @@ class _Session:
     def _finish(self, run, accum, state, total, est, meter, eval_loss, weights, started) -> TrainResult:
         measured = meter.results()
         extra = {"eval_loss": eval_loss, "total_steps": total, "weights_dir": str(weights)}
+        per_rank = None
+        if self.acc is not None:
+            from accelerate.utils import gather_object
+
+            per_rank = [int(p or 0) for p in gather_object([measured.get("peak_allocated_bytes")])]
+            rates = gather_object([_rate(state)])
+            extra.update(per_rank_peak_bytes=per_rank, per_rank_tokens_per_s=rates, processes=self.acc.num_processes,
+                         distributed_type=self.acc.distributed_type.name)
         self._record("ok", run, accum, est, measured, state, None, started, extra)
         self._free_memory()
-        merged = merge_adapter(self.model, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" else None
+        merged = merge_adapter(self.model, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" and self.main else None
         if self.c.merge and weights.name != "adapter":
             self.log("note: --merge: full fine-tuning already saves the whole model")
         self._mark("finished", run, accum, state["step"], total_steps=total)
@@ -379,6 +416,7 @@ class _Session:
             total_steps=total, losses=state["losses"], eval_loss=eval_loss, tokens_per_s=_rate(state),
             peak_bytes=measured.get("peak_allocated_bytes"), peak_statistic=measured.get("statistic"), weights_dir=weights,
             merged_dir=merged, record_ids=list(self.record_ids), notes=self.notes + self.fallbacks, random_init=not self.model.weights,
+            per_rank_peak_bytes=per_rank,
         )
 
 
