@@ -7,6 +7,7 @@ import traceback
 from dataclasses import asdict
 
 from vramplan.planner.architectures import spec_from_config
+from vramplan.planner.breakdown import MemoryBreakdown
 from vramplan.planner.catalog import resolve_model
 from vramplan.planner.estimator import estimate
 from vramplan.planner.specs import GpuSpec, ModelSpec, RunConfig
@@ -24,10 +25,16 @@ def model_for(name: str) -> tuple[dict, ModelSpec]:
     return resolved.config, resolved.spec
 
 
-def _is_oom(exc: BaseException) -> bool:
+def is_oom(exc: BaseException) -> bool:
+    """An allocation failure, on a GPU (torch.OutOfMemoryError) or in host memory."""
     import torch
 
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def tensor_peak_estimate(breakdown: MemoryBreakdown) -> int:
+    """The estimate a tracer or a trace can check: peak allocated less the cuBLAS workspace, which is no tensor."""
+    return breakdown.peak_allocated_bytes - breakdown.by_name().get("overhead/cublas_workspace", 0)
 
 
 def measure(source: str, config: dict, run: RunConfig, steps: int) -> dict:
@@ -57,9 +64,7 @@ def measure_and_store(
     """Estimate, then measure, then store one run; an OOM or a failure is stored too."""
     config, spec = model_for(model_name)
     predicted = estimate(spec, run, gpu).breakdown
-    allocated = predicted.peak_allocated_bytes
-    if source == "trace":  # a trace sees tensors only: the cuBLAS workspace is not one of them
-        allocated -= predicted.by_name().get("overhead/cublas_workspace", 0)
+    allocated = tensor_peak_estimate(predicted) if source == "trace" else predicted.peak_allocated_bytes
     started = time.perf_counter()
     outcome, error, result = "ok", None, {}
     try:
@@ -67,7 +72,7 @@ def measure_and_store(
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # any failure is a data point with its message, never a lost run
-        outcome = "oom" if _is_oom(exc) else "error"
+        outcome = "oom" if is_oom(exc) else "error"
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if outcome == "error":
             error += "\n" + "".join(traceback.format_exception_only(type(exc), exc))[-500:]

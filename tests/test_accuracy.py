@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from vramplan.calibrate.probe_models import PROBE_MODELS
+from vramplan.calibrate.runner import tensor_peak_estimate
 from vramplan.planner.architectures import spec_from_config
 from vramplan.planner.catalog import resolve_model
 from vramplan.planner.estimator import estimate
@@ -43,7 +44,7 @@ def _trace_error(model: str, run: RunConfig) -> tuple[float, int]:
     resolved = resolve_model(model)
     measured = trace_step(resolved.config, run)["steady_peak_bytes"]
     predicted = estimate(resolved.spec, run).breakdown
-    estimated = predicted.peak_allocated_bytes - predicted.by_name()["overhead/cublas_workspace"]
+    estimated = tensor_peak_estimate(predicted)
     return _error_pct(estimated, measured), measured
 
 

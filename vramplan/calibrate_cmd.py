@@ -100,7 +100,7 @@ def _report(db, as_json, current=False, html_path=None):
 def _trace(model, method, options, as_json):
     if not model:
         raise ConfigError("--trace needs --model (e.g. --model 8b)")
-    from .calibrate.runner import measure
+    from .calibrate.runner import measure, tensor_peak_estimate
     from .commands import build_run
     from .planner.catalog import resolve_model
     from .planner.estimator import estimate
@@ -108,8 +108,7 @@ def _trace(model, method, options, as_json):
     resolved = resolve_model(model)
     run = build_run(options, method, None)  # device_kind cuda: the trace imitates the GPU's code paths
     predicted = estimate(resolved.spec, run).breakdown
-    # a trace sees tensors only: the cuBLAS workspace is not one of them
-    estimated = predicted.peak_allocated_bytes - predicted.by_name().get("overhead/cublas_workspace", 0)
+    estimated = tensor_peak_estimate(predicted)
     result = measure("trace", resolved.config, run, steps=2)
     measured = result["steady_peak_bytes"]
     out = {

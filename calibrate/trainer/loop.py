@@ -27,6 +27,7 @@ from vramplan.planner.specs import GpuSpec, RunConfig
 
 from ..cpu_probe import autocast_context, make_optimizer
 from ..environment import environment
+from ..runner import is_oom
 from ..store import Store
 from . import checkpoint as ckpt
 from .data import IGNORE, Batches, eval_batches, load_dataset, steps_per_epoch, truncate_examples
@@ -129,10 +130,6 @@ def _check_numbers(c: TrainConfig) -> None:
         problems.append("eval_fraction must be in [0, 0.5) and warmup_ratio in [0, 1)")
     if problems:
         raise ConfigError("; ".join(problems))
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
 def _plain(run: RunConfig) -> dict:
@@ -364,7 +361,7 @@ class _Session:
         except KeyboardInterrupt:
             self._interrupted(parts, state, run, accum, total, est, meter, started)
         except Exception as exc:
-            if not _is_oom(exc):
+            if not is_oom(exc):
                 self._record("error", run, accum, est, meter.results(), state, f"{type(exc).__name__}: {exc}"[:2000], started)
                 self._mark("error", run, accum, state["step"], message=str(exc)[:500])
                 raise
