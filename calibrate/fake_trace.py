@@ -59,31 +59,29 @@ def _fake_quant_state(out_features: int, in_features: int, dtype: torch.dtype, n
     """A ``QuantState`` of fake tensors sized like ``bnb.functional.quantize_4bit``'s (NF4, blocksize 64)."""
     from bitsandbytes.functional import QuantState
 
-    n = out_features * in_features
-    blocks = math.ceil(n / NF4_BLOCKSIZE)
-    code = torch.empty(16, dtype=torch.float32)
-    if nested:
-        state2 = QuantState(
-            absmax=torch.empty(math.ceil(blocks / NESTED_BLOCKSIZE), dtype=torch.float32),
-            code=torch.empty(256, dtype=torch.float32),
-            blocksize=NESTED_BLOCKSIZE,
-            quant_type=None,
-            dtype=torch.float32,
-        )
-        return QuantState(
-            absmax=torch.empty(blocks, dtype=torch.uint8),
-            shape=torch.Size([out_features, in_features]),
-            code=code,
-            blocksize=NF4_BLOCKSIZE,
-            quant_type="nf4",
-            dtype=dtype,
-            offset=torch.empty((), dtype=torch.float32),
-            state2=state2,
-        )
+    blocks = math.ceil(out_features * in_features / NF4_BLOCKSIZE)
+    if not nested:  # one fp32 absmax per block
+        return QuantState(absmax=torch.empty(blocks, dtype=torch.float32), **_nf4_fields(out_features, in_features, dtype))
+    # double quant: uint8 absmax per block, quantized again with an fp32 absmax per 256 blocks
+    state2 = QuantState(
+        absmax=torch.empty(math.ceil(blocks / NESTED_BLOCKSIZE), dtype=torch.float32),
+        code=torch.empty(256, dtype=torch.float32),
+        blocksize=NESTED_BLOCKSIZE,
+        quant_type=None,
+        dtype=torch.float32,
+    )
     return QuantState(
-        absmax=torch.empty(blocks, dtype=torch.float32),
+        absmax=torch.empty(blocks, dtype=torch.uint8),
+        offset=torch.empty((), dtype=torch.float32),
+        state2=state2,
+        **_nf4_fields(out_features, in_features, dtype),
+    )
+
+
+def _nf4_fields(out_features: int, in_features: int, dtype: torch.dtype) -> dict:
+    return dict(
         shape=torch.Size([out_features, in_features]),
-        code=code,
+        code=torch.empty(16, dtype=torch.float32),
         blocksize=NF4_BLOCKSIZE,
         quant_type="nf4",
         dtype=dtype,
