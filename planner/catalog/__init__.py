@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
 
@@ -59,7 +59,7 @@ def resolve_model(name: str) -> ResolvedModel:
         from .remote import fetch_config
 
         config = fetch_config(text)
-        spec = replace(spec_from_config(config, text, source="hub config.json"))
+        spec = spec_from_config(config, text, source="hub config.json")
         return ResolvedModel(spec, f"{text} (config.json from the hub)", config)
     choices = sorted(set(index) | set(SIZE_DEFAULTS))
     close = get_close_matches(key, choices, n=3, cutoff=0.6)
@@ -97,14 +97,15 @@ def resolve_gpu(name: str) -> GpuSpec:
         UnknownGpuError: unknown or ambiguous; lists the choices.
     """
     key = name.strip().lower().replace("_", "-").replace(" ", "-")
-    for gpu in all_gpus():
+    gpus = all_gpus()
+    for gpu in gpus:
         if key == gpu.key or key in gpu.aliases:
             return gpu
-    prefixed = [gpu.key for gpu in all_gpus() if gpu.key.startswith(key + "-") or gpu.key.startswith(key)]
+    prefixed = [gpu.key for gpu in gpus if gpu.key.startswith(key)]
     if prefixed:
         raise UnknownGpuError(f"--gpu {name!r} is ambiguous: choose one of {', '.join(prefixed)}")
-    names = [gpu.key for gpu in all_gpus()]
-    close = get_close_matches(key, names + [a for gpu in all_gpus() for a in gpu.aliases], n=3, cutoff=0.5)
+    names = [gpu.key for gpu in gpus]
+    close = get_close_matches(key, names + [a for gpu in gpus for a in gpu.aliases], n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UnknownGpuError(f"unknown GPU {name!r}: {hint}known: {', '.join(names)}; or give --gpu-mem 22GiB")
 
