@@ -42,7 +42,7 @@ def spec_of(record: RunRecord) -> ModelSpec:
     return spec_from_meta_model(config, record.model_name)
 
 
-def _estimate_for(record: RunRecord, corrections: Corrections):
+def estimate_for(record: RunRecord, corrections: Corrections):
     spec = spec_of(record)
     return estimate(spec, run_config_from_dict(record.run_config), None, corrections).breakdown
 
@@ -98,7 +98,7 @@ def fit_corrections(records: list[RunRecord], label: str) -> Corrections:
 
 
 def predict(record: RunRecord, corrections: Corrections) -> Prediction:
-    breakdown = _estimate_for(record, corrections)
+    breakdown = estimate_for(record, corrections)
     allocated = breakdown.peak_allocated_bytes
     reserved = int(allocated * (1 + corrections.allocator_slack_ratio))
     return Prediction(record, allocated, reserved, reserved + corrections.cuda_context_bytes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from vramplan.planner.overhead import Corrections
 
-from .fit import _estimate_for, leave_one_config_out, pct_error
+from .fit import estimate_for, leave_one_config_out, pct_error
 from .store import RunRecord
 
 
@@ -25,7 +25,7 @@ class ErrorSummary:
 
 
 def _current_estimates(record: RunRecord) -> tuple[int, int, int]:
-    breakdown = _estimate_for(record, Corrections())
+    breakdown = estimate_for(record, Corrections())
     return breakdown.peak_allocated_bytes, breakdown.peak_reserved_bytes, breakdown.device_used_bytes
 
 
