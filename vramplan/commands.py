@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from .cli import DEFAULT_METHODS, RunOptions, _split, cli, options_from_kwargs, run_options
+from .cli import RunOptions, _split, cli, options_from_kwargs, run_options
 from .planner.catalog import custom_gpu, resolve_gpu, resolve_model
 from .planner.errors import ConfigError
-from .planner.specs import METHODS, GpuSpec, RunConfig
+from .planner.methods import DEFAULT_METHODS, METHODS
+from .planner.specs import GpuSpec, RunConfig
 from .planner.units import parse_size
 
 
@@ -44,36 +47,35 @@ def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfi
         attention=options.attention,
         double_quant=options.double_quant,
         adapter_dtype=options.adapter_dtype,
+        method_options=options.method_options,
     )
 
 
-def parallel_plan(gpus: int, strategy: str | None, offload: str):
-    """The multi-GPU plan of `--gpus/--strategy/--offload`, or None for one GPU."""
-    from .planner.sharding import ParallelPlan
-
-    if gpus == 1 and strategy is None and offload == "none":
-        return None
-    if gpus < 1:
-        raise ConfigError(f"--gpus must be 1 or more, got {gpus}")
-    if strategy is None:
-        raise ConfigError("--gpus above 1 needs --strategy: ddp, fsdp, fsdp-grad-op, zero1, zero2 or zero3")
-    return ParallelPlan(strategy, gpus, offload)
+def _typed(name: str) -> bool:
+    """Whether a flag was given (not its default): flags given win over a plan."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
-def run_from_plan(config: dict) -> RunConfig:
-    """The RunConfig a plan's `config` describes (grad_accum, lr and epochs do not change memory)."""
-    return RunConfig(
-        method=config["method"],
-        rank=config.get("rank") or 16,
-        alpha=config.get("alpha"),
-        dropout=config.get("dropout") or 0.0,
-        targets=tuple(config.get("targets") or ("all-linear",)),
-        batch=config["batch"],
-        seq_len=config["seq_len"],
-        grad_ckpt=config["grad_ckpt"],
-        optimizer=config["optimizer"],
-        precision=config["precision"],
-    )
+def _from_plan(plan_path: Path, model, gpu, gpu_mem, methods, options: RunOptions, gpus, strategy, offload):
+    """(model, GPU, run, methods, parallel plan) of `--plan`, with the flags given put over them."""
+    from .planner.plan_file import gpu_from_plan, parallel_from_plan, read_plan, run_from_plan, with_flags
+
+    label = f"--plan {plan_path}"
+    plan = read_plan(plan_path, label)
+    gpu_spec = resolve_gpu_flags(gpu, gpu_mem) if (gpu or gpu_mem) else gpu_from_plan(plan)
+    run = run_from_plan(plan, label)
+    typed = {name: getattr(options, name) for name in RunOptions.__dataclass_fields__ if name != "method_options" and _typed(name)}
+    if "targets" in typed:
+        typed["targets"] = _split((typed["targets"],))
+    if getattr(options, "method_options", ()):  # e.g. --adapter-size over the plan's
+        typed["method_options"] = tuple(sorted({**dict(run.method_options), **dict(options.method_options)}.items()))
+    if typed:
+        run = replace(run, **typed)
+    chosen = parse_methods(methods) if methods else (run.method,)
+    flags = {name: value if _typed(name) else None for name, value in (("gpus", gpus), ("strategy", strategy), ("offload", offload))}
+    parallel = with_flags(parallel_from_plan(plan, label), **flags)
+    return model or plan["model"], gpu_spec, run, chosen, parallel
 
 
 def wrote(path, size: int, err: bool = False) -> None:
@@ -93,10 +95,10 @@ def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--model", "-m", default=None, help="[required unless --plan] Catalog id or alias (meta-llama/Meta-Llama-3-8B, llama-3-8b), size (8b), or a local config.json / model directory.")
 @click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, h100, ...); see `vramplan gpus`.")
 @click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB or 24GB.")
-@click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated: full, lora, qlora, dora, qdora [default: full,lora,qlora,dora].")
+@click.option("--method", "methods", multiple=True, help=f"Methods to compare, comma-separated or repeated: {', '.join(METHODS)} [default: {','.join(DEFAULT_METHODS)}].")
 @run_options
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration for --gpu to use [default: the user data directory, if it exists].")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out` (its model, GPU and settings).")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out`: its model, GPU, settings and --gpus/--strategy/--offload (flags given win).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: methods side by side and setting sweeps.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
@@ -116,29 +118,24 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gp
         from .reports.html_report import check_out_path
 
         check_out_path(html_path, "--html")
-    plan = None
     if plan_path is not None:
-        from .planner.plan_file import read_plan
-
-        plan = read_plan(plan_path)
-        model = model or plan["model"]
-        gpu = gpu or (None if gpu_mem else plan["gpu"].get("key"))
-    if not model:
-        raise ConfigError("--model is required (or --plan FILE)")
-    gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
-    resolved = resolve_model(model)
-    if plan is not None:
-        base_run = run_from_plan(plan["config"])
-        chosen = (base_run.method,)
+        model, gpu_spec, base_run, chosen, parallel = _from_plan(plan_path, model, gpu, gpu_mem, methods, options, gpus, strategy, offload)
     else:
+        if not model:
+            raise ConfigError("--model is required (or --plan FILE)")
+        from .planner.plan_file import parallel_plan
+
+        gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
         chosen = parse_methods(methods)
         base_run = build_run(options, chosen[0], gpu_spec)
+        parallel = parallel_plan(gpus, strategy, offload)
+    resolved = resolve_model(model)
     corrections = None
     if gpu_spec is not None and (db is not None or gpu_spec.key != "custom"):
         from .calibrate.lookup import corrections_for
 
         corrections = corrections_for(gpu_spec, db)
-    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections, parallel_plan(gpus, strategy, offload))
+    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections, parallel)
     if as_json:
         from .reports.estimate_json import estimate_document
 

@@ -10,20 +10,6 @@ import click
 from .cli import cli
 from .planner.errors import ConfigError
 
-DEFAULT_MARGIN = 0.05
-
-
-def margin_ratio_for(corrections) -> tuple[float, str]:
-    """The safety margin: the calibration's worst held-out error, or a stated default."""
-    worst = getattr(corrections, "held_out_worst_pct", None)
-    if worst is not None:
-        ratio = max(0.01, worst / 100 * 1.5)
-        return ratio, f"margin {ratio:.1%} of memory = 1.5 x the worst held-out error ({worst:.1f}%) of {corrections.source}"
-    return DEFAULT_MARGIN, (
-        f"margin {DEFAULT_MARGIN:.0%} of memory (default): no GPU calibration matched; the tensor-level model is within 2% of "
-        "full-size traces (calibrate/data), the allocator slack and CUDA context are defaults"
-    )
-
 
 @cli.command()
 @click.option("--model", "-m", required=True, help="Catalog id, alias, size (8b) or a local config.json / model directory.")
@@ -49,6 +35,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, t
     from .commands import resolve_gpu_flags
     from .planner.advisor import recommend as advise
     from .planner.catalog import resolve_model
+    from .planner.margin import margin_ratio_for
 
     if html_path is not None:
         from .reports.html_report import check_out_path
@@ -88,9 +75,13 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, t
 
     document = advice_document(recs, resolved.note, goal, margin_note, extra)
     if out is not None:
-        from .planner.plan_file import write_plan
+        from .planner.plan_file import plan_document, write_plan
 
-        write_plan(out, {"model": resolved.spec.name, "gpu": document["gpu"], "goal": goal, "config": config_of(recs[0]), "reasons": list(recs[0].reasons)})
+        best = recs[0]
+        local = Path(model).expanduser()  # a local model is recorded by its path, so the plan reads back from anywhere
+        planned_model = str(local.resolve()) if local.exists() else resolved.spec.name
+        write_plan(out, plan_document(planned_model, document["gpu"], best.run, best.parallel,
+                                      training=config_of(best), goal=goal, reasons=best.reasons))
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:

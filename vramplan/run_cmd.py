@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from .cli import cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
-from .planner.specs import METHODS
+from .planner.methods import METHODS
 
 # plan "config" key -> the `run` parameter it fills
 PLAN_KEYS = {
@@ -81,11 +81,17 @@ def check_plan_target(doc: dict, plan: str, model_dir: Path, gpu, force: bool) -
     return [f"--plan: {p} (--force)" for p in problems]
 
 
+def _typed(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 def apply_plan(ctx: click.Context, params: dict, doc: dict, plan) -> tuple[list[str], dict]:
     """Fill ``params`` from the plan's config; flags given on the command line win.
 
     Returns notes for the user and the trainer settings that have no flag (rsLoRA, warmup).
     """
+    from .planner.plan_file import PARALLEL_KEYS
+
     config = dict(doc["config"])
     if config.get("target_preset"):  # what the run was estimated with (e.g. all-linear), not its expansion
         config["targets"] = config["target_preset"]
@@ -94,13 +100,24 @@ def apply_plan(ctx: click.Context, params: dict, doc: dict, plan) -> tuple[list[
         raise ConfigError(f"--plan {plan}: lr_scheduler {scheduler!r}: the bundled trainer runs a cosine schedule only")
     extras = {"use_rslora": bool(config.pop("use_rslora", False)), "warmup_ratio": config.pop("warmup_ratio", None)}
     config.pop("target_preset", None)
-    notes = [f"--plan: ignored unknown config keys {', '.join(sorted(set(config) - set(PLAN_KEYS)))}"] if set(config) - set(PLAN_KEYS) else []
+    notes = apply_parallel(ctx, params, {key: config.pop(key) for key in PARALLEL_KEYS if key in config}, plan)
+    method_options = config.pop("method_options", None) or {}
+    if not isinstance(method_options, dict):
+        raise ConfigError(f"--plan {plan}: config.method_options must be a mapping of option to value, got {method_options!r}")
+    keys = dict(PLAN_KEYS)
+    for name, value in method_options.items():  # the method's own settings have flags of the same name
+        if name in params:
+            config[name], keys[name] = value, name
+        else:
+            config[f"method_options.{name}"] = value
+    unknown = sorted(set(config) - set(keys))
+    notes += [f"--plan: ignored unknown config keys {', '.join(unknown)}"] if unknown else []
     by_name = {p.name: p for p in ctx.command.params}
     for key, value in config.items():
-        name = PLAN_KEYS.get(key)
+        name = keys.get(key)
         if name is None or value is None:  # e.g. rank and alpha are null in a full fine-tuning plan
             continue
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        if _typed(ctx, name):
             notes.append(f"--{name.replace('_', '-')} {params[name]} overrides the plan's {key} {value!r}")
             continue
         if isinstance(value, (list, tuple)) and name == "targets":
@@ -110,6 +127,35 @@ def apply_plan(ctx: click.Context, params: dict, doc: dict, plan) -> tuple[list[
         except click.BadParameter as exc:
             raise ConfigError(f"--plan {plan}: config.{key}: {exc.message}") from None
     return notes, {k: v for k, v in extras.items() if v is not None}
+
+
+def apply_parallel(ctx: click.Context, params: dict, planned: dict, plan) -> list[str]:
+    """Take the plan's gpus and strategy (flags given win); refuse the offload the trainer cannot do.
+
+    The bundled trainer runs ddp or fsdp (full shard): a plan's ZeRO stage or SHARD_GRAD_OP runs as
+    fsdp, which shards at least as much per device.
+    """
+    from .calibrate.trainer.distributed import STRATEGIES as TRAINER_STRATEGIES
+
+    gpus, strategy, offload = planned.get("gpus") or 1, planned.get("strategy"), planned.get("offload") or "none"
+    if _typed(ctx, "gpus") and params["gpus"] == 1 and not _typed(ctx, "strategy"):
+        strategy, offload = None, "none"  # one device shards nothing
+    notes = []
+    if strategy is not None and strategy not in TRAINER_STRATEGIES and not _typed(ctx, "strategy"):
+        notes.append(f"--plan: strategy {strategy} runs as fsdp: the bundled trainer runs ddp or fsdp (full shard), "
+                     "which holds no more per device")
+        strategy = "fsdp"
+    for name, value in (("gpus", gpus), ("strategy", strategy)):
+        if not _typed(ctx, name):
+            params[name] = value
+        elif params[name] != value:
+            notes.append(f"--{name} {params[name]} overrides the plan's {name} {value!r}")
+    if offload != "none" and params["strategy"] is not None:
+        problem = f"offload {offload!r}: the bundled trainer keeps weights and optimizer states on the device"
+        if not params["force"]:
+            raise ConfigError(f"--plan {plan}: {problem}; make a plan without offload, or pass --force to train without it")
+        notes.append(f"--plan: {problem} (--force)")
+    return notes
 
 
 def _detected_gpu(device: str | None):
@@ -126,11 +172,11 @@ def _detected_gpu(device: str | None):
 @click.option("--apply-recommendation", is_flag=True, help="Train with the recommended settings: those in --plan (`vramplan recommend --out plan.yaml` writes one). Without --plan the flags are used as given. Flags given explicitly win over the plan.")
 @click.option("--model", "-m", required=True, type=click.Path(), help="Local model directory: config.json, a tokenizer, and *.safetensors weights (none: random init, said so).")
 @click.option("--data", "-d", required=True, type=click.Path(), help="JSONL file: rows with 'text', 'instruction'/'input'/'output', or chat 'messages'.")
-@click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Plan file written by `vramplan recommend --out` (JSON or YAML): its config, checked against this model and GPU.")
+@click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Plan file written by `vramplan recommend --out` (JSON or YAML): its config, --gpus and --strategy, checked against this model and GPU.")
 @click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, ...): what the plan and precision default are checked against.")
 @click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB.")
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Output directory (refused if it holds another run) [default: runs/<model>-<method>].")
-@click.option("--method", type=click.Choice(METHODS), default="qlora", show_default=True)
+@click.option("--method", type=click.Choice(tuple(METHODS)), default="qlora", show_default=True)
 @run_options
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule, 3% warmup).")
@@ -167,14 +213,6 @@ def run_command(ctx, **params):
     from .planner.plan_file import read_plan
 
     html_path = params.pop("html_path")
-    gpus, strategy = params.pop("gpus"), params.pop("strategy")
-    if gpus != 1 or strategy is not None:
-        import torch
-
-        from .calibrate.trainer.distributed import check_launch
-
-        device = params["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_launch(gpus, strategy, device, params["resume"], params["auto_fallback"])
     if html_path is not None:
         from .reports.html_report import check_out_path
 
@@ -189,12 +227,22 @@ def run_command(ctx, **params):
         notes += check_plan_target(doc, plan, model_dir, target_gpu, params["force"])
         plan_notes, extras = apply_plan(ctx, params, doc, plan)
         notes += plan_notes
+    for note in notes:  # before any refusal below: they say where the settings came from
+        click.echo(f"note: {note}", err=True)
+    gpus, strategy = params.pop("gpus"), params.pop("strategy")
+    if gpus != 1 or strategy is not None:  # after the plan: its gpus and strategy count too
+        import torch
+
+        from .calibrate.trainer.distributed import check_launch
+
+        device = params["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_launch(gpus, strategy, device, params["resume"], params["auto_fallback"])
     params.pop("apply_recommendation")
     method = params.pop("method")
     run = build_run(options_from_kwargs(params), method, target_gpu)
+    if params["merge"] and run.has_adapter and not run.method_record.adapter.mergeable:
+        raise ConfigError(f"--merge: {run.method_record.title} adapters have a nonlinearity and cannot be merged into the base weights; leave --merge out (the adapter saves and reloads on its own)")
     out = Path(params["out"]) if params["out"] else Path("runs") / f"{model_dir.resolve().name}-{run.method}"
-    for note in notes:
-        click.echo(f"note: {note}", err=True)
     config = TrainConfig(
         model_path=model_dir, data_path=Path(params["data"]), out_dir=out, run=run, grad_accum=params["grad_accum"],
         learning_rate=params["lr"], epochs=params["epochs"], max_steps=params["max_steps"], save_every=params["save_every"],
