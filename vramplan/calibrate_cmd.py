@@ -5,30 +5,12 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from dataclasses import replace
 
 import click
 
+from .planner.methods import METHOD_KEYS
 from .cli import _split, cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
-
-
-def _open_store(db):
-    from .calibrate.store import Store
-
-    return Store.open(db)
-
-
-def _device(device: str | None) -> str:
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "trace":
-        return device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return device
 
 
 @cli.command()
@@ -42,7 +24,7 @@ def _device(device: str | None) -> str:
 @click.option("--current", is_flag=True, help="With --report: re-estimate every stored run with this version's model.")
 @click.option("--trace", is_flag=True, help="Trace one config at full size on fake tensors (needs --model).")
 @click.option("--model", "-m", default=None, help="Model for --trace (anything `estimate --model` takes).")
-@click.option("--method", default="qlora", show_default=True, help="Method for --trace.")
+@click.option("--method", type=click.Choice(METHOD_KEYS), default="qlora", show_default=True, help="Method for --trace.")
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (--report: a list of rows; --trace: one object).")
 @click.option("--html", "html_path", type=click.Path(), default=None, help="With --report: also write a self-contained HTML page (estimated vs measured, the error tables).")
@@ -62,33 +44,25 @@ def calibrate(device, preset, models, methods, steps, db, report, current, trace
     elif trace:
         _trace(model, method, options_from_kwargs(kwargs), as_json)
     else:
-        _run_matrix(_device(device), preset, models, methods, steps, db)
+        _run_matrix(device, preset, models, methods, steps, db)
 
 
 def _report(db, as_json, current=False, html_path=None):
-    from .calibrate.report import error_rows, summarize
+    from .calibrate.workflow import error_report
 
     if html_path is not None:
         from .reports.html_report import check_out_path
 
         check_out_path(html_path, "--html")
-    with _open_store(db) as store:
-        records = store.runs()
-    rows = error_rows(records, current=current)
-    if not rows and (html_path is not None or not as_json):
-        raise ConfigError(f"the store {db or 'at the default path'} holds no runs yet: run `vramplan calibrate` first")
+    report = error_report(db, current, allow_empty=as_json and html_path is None)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(report.rows, indent=2))
     else:
         from rich.console import Console
 
         from .reports.calibration_table import render_error_table
 
-        excluded: dict[str, int] = {}
-        for row in rows:
-            if row["outcome"] != "ok":
-                excluded[row["outcome"]] = excluded.get(row["outcome"], 0) + 1
-        render_error_table(Console(), summarize(rows), excluded)
+        render_error_table(Console(), report.summary, report.excluded)
     if html_path is not None:
         from .commands import wrote
         from .reports.html_report import write_report
@@ -100,30 +74,10 @@ def _report(db, as_json, current=False, html_path=None):
 def _trace(model, method, options, as_json):
     if not model:
         raise ConfigError("--trace needs --model (e.g. --model 8b)")
-    from .calibrate.runner import measure, tensor_peak_estimate
+    from .calibrate.workflow import trace
     from .commands import build_run
-    from .planner.catalog import resolve_model
-    from .planner.estimator import estimate
 
-    resolved = resolve_model(model)
-    run = build_run(options, method, None)  # device_kind cuda: the trace imitates the GPU's code paths
-    predicted = estimate(resolved.spec, run).breakdown
-    estimated = tensor_peak_estimate(predicted)
-    result = measure("trace", resolved.config, run, steps=2)
-    measured = result["steady_peak_bytes"]
-    out = {
-        "model": resolved.spec.name,
-        "method": run.method,
-        "statistic": "peak live tensor bytes of a steady-state step on fake tensors (the analogue of max_memory_allocated)",
-        "measured_bytes": measured,
-        "estimated_bytes": estimated,
-        "error_pct": 100.0 * (estimated - measured) / measured,
-        "components": predicted.at_peak(),
-        "traced_categories": result.get("breakdown", {}),
-        "traced_phase_peak_bytes": result.get("phase_peak_bytes", {}),
-        "seconds": result.get("seconds"),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.__dict__.items()},
-    }
+    out = trace(model, build_run(options, method, None))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -137,42 +91,20 @@ def _trace(model, method, options, as_json):
 def _run_matrix(device, preset, models, methods, steps, db):
     from rich.progress import Progress
 
-    from .calibrate.environment import environment
-    from .calibrate.fit import fit_corrections, held_out_worst_pct
-    from .calibrate.matrix import calibration_matrix
-    from .calibrate.runner import measure_and_store
-    from .planner.catalog import gpu_for_device_name
+    from .calibrate.workflow import resolve_device, run_matrix, select_matrix
 
-    matrix = calibration_matrix(device, preset)
-    if models:
-        keep = set(_split((models,)))
-        matrix = [(m, r) for m, r in matrix if m in keep]
-    if methods:
-        keep = set(_split((methods,)))
-        matrix = [(m, r) for m, r in matrix if r.method in keep]
-    if not matrix:
-        raise ConfigError("--models/--methods left nothing to measure in this preset")
-    env = environment("cpu" if device == "trace" else device)
-    if device == "trace":
-        env["device_name"] = "fake-cuda-trace"
-    gpu = gpu_for_device_name(env["device_name"]) if device == "cuda" else None
+    device = resolve_device(device)
+    matrix = select_matrix(device, preset, _split((models,)) if models else (), _split((methods,)) if methods else ())
     command = "vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
-    counts = {"ok": 0, "oom": 0, "error": 0}
-    with _open_store(db) as store, Progress() as progress:
-        task = progress.add_task(f"calibrating on {env['device_name']}", total=len(matrix))
-        for model_name, run in matrix:
-            progress.update(task, description=f"{model_name} {run.method} b{run.batch} s{run.seq_len}")
-            record = measure_and_store(store, model_name, run, device, env, gpu, steps, command)
-            counts[record.outcome] += 1
-            progress.advance(task)
-        records = store.runs(source=device, device_name=env["device_name"])
-        records = [r for r in records if r.stack == env["stack"]]
-        corrections = replace(fit_corrections(records, f"{env['device_name']} / {env['stack']}"), held_out_worst_pct=held_out_worst_pct(records))
-        store.add_calibration(
-            env["device_name"], env["stack"], corrections.__dict__, [r.id for r in records if r.outcome == "ok"],
-            {"runs": len(records)}, gpu_key=gpu.key if gpu else None,
+    with Progress() as progress:
+        task = progress.add_task("calibrating", total=len(matrix))
+        result = run_matrix(
+            matrix, device, steps, db, command,
+            before=lambda name, run: progress.update(task, description=f"{name} {run.method} b{run.batch} s{run.seq_len}"),
+            after=lambda record: progress.advance(task),
         )
-    click.echo(f"{len(matrix)} runs: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error; stored in {store.path}")
-    click.echo(f"fitted: activation scale {corrections.activation_scale:.3f}, allocator slack {corrections.allocator_slack_ratio:.3f}, "
-               f"outside allocator {corrections.cuda_context_bytes / 2**20:.0f} MiB")
+    counts, fitted = result.counts, result.corrections
+    click.echo(f"{result.runs} runs: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error; stored in {result.store_path}")
+    click.echo(f"fitted: activation scale {fitted.activation_scale:.3f}, allocator slack {fitted.allocator_slack_ratio:.3f}, "
+               f"outside allocator {fitted.cuda_context_bytes / 2**20:.0f} MiB")
     click.echo("see the error table: vramplan calibrate --report" + (f" --db {db}" if db else ""))
