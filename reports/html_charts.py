@@ -9,14 +9,15 @@ HTML-escaped before it reaches a figure: plotly renders a subset of HTML in its 
 
 from __future__ import annotations
 
-import html
 import math
 import zlib
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-GIB = 1 << 30
+from ..planner.units import GIB, gib
+from .html_page import esc
+
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif"
 
 FAMILY_SHADES = {
@@ -48,14 +49,6 @@ METHOD_SYMBOLS = {"full": "square", "lora": "circle", "qlora": "diamond", "dora"
 SOURCE_SYMBOLS = {"cpu": "circle", "trace": "square", "cuda": "diamond"}
 GPU_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
 GPU_LINE = "#3a3a3a"
-
-
-def esc(text) -> str:
-    return html.escape(str(text), quote=False)
-
-
-def gib(n_bytes: float) -> float:
-    return n_bytes / GIB
 
 
 def term_sort_key(term_name: str) -> int:

@@ -1,18 +1,15 @@
 """A self-contained HTML page: plotly.js inline once, then sections of charts, each with its numbers.
 
 Nothing is loaded from anywhere else: the page opens offline, from a mail attachment or a USB
-stick. Every string that reaches the HTML goes through `html.escape` here (model names, paths
+stick. Every string that reaches the HTML goes through `esc` here (model names, paths
 and GPU names come from the user); figures carry their own text as JSON, which plotly writes
 with `<` escaped.
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from datetime import datetime, timezone
-
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -57,9 +54,14 @@ class Section:
     bullets: tuple[str, ...] = ()  # a list after the facts (e.g. the reasons for a choice)
 
 
+# quotes as numeric references: safe inside attributes, and decoded by plotly, whose labels take
+# &lt; &gt; &amp; and numeric references but show &quot; literally
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
+
+
 def esc(text) -> str:
-    """Escape any value for HTML text and attribute positions."""
-    return html.escape(str(text), quote=True)
+    """Escape any value for HTML text and attribute positions, and for plotly's labels."""
+    return str(text).translate(_ESCAPES)
 
 
 def _anchor(section: Section, index: int) -> str:

@@ -15,9 +15,9 @@ from ..planner.errors import ConfigError, VramplanError
 from ..planner.estimator import estimate
 from ..planner.specs import METHODS, GpuSpec, ModelSpec, RunConfig
 from . import html_charts as charts
+from ..planner.units import GIB
 from .html_page import Cell, Chart, Section, Table, render_page
 
-GIB = 1 << 30
 DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
 FIT_SIZES = ("1b", "3b", "8b", "14b", "32b", "70b")  # size shorthands -> catalog models (planner.catalog.models.SIZE_DEFAULTS)
 SWEEPS = (
