@@ -28,7 +28,7 @@ def report(model, gpu_keys, methods, db, run_dir, out, **kwargs):
     Example:
       vramplan report --model 8b --gpu t4 --gpu l4 --out report.html
     """
-    from .commands import build_run, parse_methods
+    from .commands import build_run, parse_methods, wrote
     from .planner.catalog import resolve_gpu
     from .reports.html_report import build_report, write_report
 
@@ -40,5 +40,4 @@ def report(model, gpu_keys, methods, db, run_dir, out, **kwargs):
     chosen = parse_methods(methods)
     run = build_run(options, chosen[0], _reference_gpu(gpus))
     html = build_report(model, keys, run, chosen, db_path=db, run_dir=run_dir)
-    size = write_report(out, html)
-    click.echo(f"Wrote {out} ({size / 1e6:.1f} MB, {size:,} bytes)")
+    wrote(out, write_report(out, html))
