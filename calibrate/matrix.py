@@ -10,7 +10,8 @@ from dataclasses import replace
 from itertools import product
 
 from vramplan.planner.errors import ConfigError
-from vramplan.planner.specs import METHODS, RunConfig
+from vramplan.planner.methods import METHODS
+from vramplan.planner.specs import RunConfig
 
 PRESETS = ("quick", "standard", "full")
 

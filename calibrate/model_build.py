@@ -5,17 +5,16 @@ The model comes from a config dict (no hub, random weights):
     config = transformers.AutoConfig.for_model(**hf_config)
     model = AutoModelForCausalLM.from_config(config, dtype=..., attn_implementation=...)
 
-then, per `run.method`:
+then, as the method's record says (`run.method_record`):
 
-* ``full``   every parameter trainable.
-* ``lora`` / ``dora``  peft ``LoraConfig`` (``use_dora`` for dora) through ``get_peft_model`` with
-  peft's defaults (``autocast_adapter_dtype=True``: adapters in fp32); ``run.adapter_dtype`` bf16/fp16
-  casts the adapter parameters afterwards.
-* ``qlora`` / ``qdora``  every decoder-layer ``nn.Linear`` becomes ``bnb.nn.Linear4bit`` (NF4,
+* a trainable base (full fine-tuning): every parameter trainable.
+* a frozen base: every parameter frozen, then the adapter kind's torch module (`calibrate.adapters`)
+  attaches its trainable modules (peft ``LoraConfig`` for LoRA/DoRA).
+* an NF4 base: every decoder-layer ``nn.Linear`` becomes ``bnb.nn.Linear4bit`` (NF4,
   ``compress_statistics=run.double_quant``, compute dtype bf16 or fp16), lm_head stays as it is (what
   transformers' ``replace_with_bnb_linear`` does when loading with ``BitsAndBytesConfig``), then
   ``peft.prepare_model_for_kbit_training`` (which casts every non-4-bit bf16/fp16 parameter -
-  embeddings, norms, lm_head - to fp32), then ``get_peft_model``.
+  embeddings, norms, lm_head - to fp32), then the adapter is attached.
 
 Gradient checkpointing (``run.grad_ckpt``) uses ``use_reentrant=False`` and, for adapters,
 ``enable_input_require_grads``.
@@ -37,7 +36,11 @@ import warnings
 import torch
 from torch import nn
 
+from vramplan.planner.families import Family, family_of
 from vramplan.planner.specs import RunConfig
+from vramplan.planner.targets import short_name
+
+from .adapters import adapter_module
 
 WEIGHT_DTYPES = {
     "bf16": torch.bfloat16,
@@ -47,17 +50,6 @@ WEIGHT_DTYPES = {
     "fp16-mixed": torch.float32,
 }
 ADAPTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SHORT_NAMES = {
-    "q": "q_proj",
-    "k": "k_proj",
-    "v": "v_proj",
-    "o": "o_proj",
-    "gate": "gate_proj",
-    "up": "up_proj",
-    "down": "down_proj",
-}
-ATTENTION_PARENTS = ("self_attn", "attn", "attention", "self_attention")
-MLP_PARENTS = ("mlp", "feed_forward", "ffn")
 
 
 def weight_dtype(run: RunConfig) -> torch.dtype:
@@ -78,29 +70,23 @@ def attn_implementation(run: RunConfig, device="cpu") -> tuple[str, str | None]:
     return run.attention, None
 
 
-def _linear_types() -> tuple[type, ...]:
-    types: list[type] = [nn.Linear]
-    try:
-        import bitsandbytes as bnb
-
-        types.append(bnb.nn.Linear4bit)
-    except ImportError:  # pragma: no cover - bitsandbytes is a dependency
-        pass
-    return tuple(types)
+def model_family(model: nn.Module) -> Family | None:
+    """The family record (`planner.families`) of a built model, None when it has none."""
+    return family_of(getattr(getattr(model, "config", None), "model_type", None))
 
 
 def decoder_linear_names(model: nn.Module) -> dict[str, str]:
-    """Leaf names of the Linears inside decoder layers -> their group ("attention" / "mlp" / "other")."""
-    lin = _linear_types()
-    out: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, lin) or ".layers." not in f".{name}":
-            continue
-        parts = name.split(".")
-        parent = parts[-2] if len(parts) > 1 else ""
-        group = "attention" if parent in ATTENTION_PARENTS else "mlp" if parent in MLP_PARENTS else "other"
-        out.setdefault(parts[-1], group)
-    return out
+    """Leaf names of the Linears inside decoder layers -> their group ("attention" / "mlp"), in layer order.
+
+    The family's record says which they are, the same record the planner counts with; a model
+    without one is read off its first decoder layer the way the planner's inventory reads it.
+    """
+    family = model_family(model)
+    if family is not None:
+        return dict(family.groups)
+    from vramplan.planner.inventory import layer_linears
+
+    return {linear.name: linear.group for linear in layer_linears(model)}
 
 
 def resolve_target_modules(model: nn.Module, targets) -> list[str] | str:
@@ -108,12 +94,14 @@ def resolve_target_modules(model: nn.Module, targets) -> list[str] | str:
 
     ``("all-linear",)`` alone is passed through as peft's own "all-linear"; presets "attention" /
     "mlp" expand to the Linears of that group in the decoder layers; short names ("q", "gate", ...)
-    get their ``_proj`` suffix; "lm_head" is kept.
+    become the module they stand for in the family's record (else get a ``_proj`` suffix);
+    "lm_head" is kept.
     """
     targets = tuple(targets)
     if targets == ("all-linear",):
         return "all-linear"
     names = decoder_linear_names(model)
+    family = model_family(model)
     chosen: list[str] = []
 
     def add(name: str) -> None:
@@ -134,10 +122,8 @@ def resolve_target_modules(model: nn.Module, targets) -> list[str] | str:
             add("lm_head")
         elif target in names:
             add(target)
-        elif SHORT_NAMES.get(target) in names:
-            add(SHORT_NAMES[target])
-        elif f"{target}_proj" in names:
-            add(f"{target}_proj")
+        elif (module := short_name(target, tuple(names), family)) is not None:
+            add(module)
         else:
             raise ValueError(f"target {target!r} matches no Linear in this model ({sorted(names)})")
     return chosen
@@ -208,25 +194,6 @@ def check_4bit_weights(model: nn.Module) -> int:
     return count
 
 
-@contextlib.contextmanager
-def _meta_dora_init():
-    """DoRA's init deep-copies and dequantizes a 4-bit base layer, impossible on meta: make the
-    magnitude vector (out_features,) on meta in the dtype the real init produces instead."""
-    from peft.tuners.lora import dora
-
-    original = dora.DoraLinearLayer.update_layer
-
-    def update_layer(self, *, base_layer, lora_A, lora_B, scaling, place_on_cpu=False):
-        dtype = torch.promote_types(base_layer.weight.dtype, lora_A.dtype)
-        self.weight = nn.Parameter(torch.empty(base_layer.out_features, dtype=dtype, device="meta"), requires_grad=True)
-
-    dora.DoraLinearLayer.update_layer = update_layer
-    try:
-        yield
-    finally:
-        dora.DoraLinearLayer.update_layer = original
-
-
 def _enable_grad_ckpt(model: nn.Module) -> None:
     kwargs = {"use_reentrant": False}
     with warnings.catch_warnings():
@@ -254,46 +221,21 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
     ctx = torch.device("meta") if meta else (contextlib.nullcontext() if dev.type == "cpu" else torch.device(dev))
     with ctx:
         model = AutoModelForCausalLM.from_config(config, dtype=wdtype, attn_implementation=attn)
-    if run.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if run.grad_ckpt:
-            _enable_grad_ckpt(model)
-        model.train()
-        model.vramplan_notes = notes
-        return model
+    method = run.method_record
+    if method.quantizes_base:
+        import peft
 
-    import peft
-
-    if run.is_quantized:
         quantize_decoder_linears(model, run, meta=meta)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.grad_ckpt)
     else:
         for p in model.parameters():
-            p.requires_grad_(False)
-
-    target_modules = resolve_target_modules(model, run.targets)
-    lora_config = peft.LoraConfig(
-        r=run.rank,
-        lora_alpha=run.lora_alpha,
-        lora_dropout=run.dropout,
-        target_modules=target_modules,
-        use_dora=run.is_dora,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+            p.requires_grad_(method.trains_base)
     if run.grad_ckpt:
         _enable_grad_ckpt(model)
-        model.enable_input_require_grads()
-    dora_patch = _meta_dora_init() if (meta and run.is_quantized and run.is_dora) else contextlib.nullcontext()
-    with warnings.catch_warnings(), dora_patch:
-        warnings.simplefilter("ignore", UserWarning)
-        model = peft.get_peft_model(model, lora_config, low_cpu_mem_usage=meta)
-    adtype = ADAPTER_DTYPES[run.adapter_dtype]
-    if adtype != torch.float32:
-        for p in model.parameters():
-            if p.requires_grad:
-                p.data = p.data.to(adtype)
+        if method.adapter is not None:
+            model.enable_input_require_grads()  # a frozen embedding must still pass gradients back
+    if method.adapter is not None:
+        model = adapter_module(run).attach(model, run, meta=meta)
     model.train()
     model.vramplan_notes = notes
     return model

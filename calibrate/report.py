@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, replace
 
+from vramplan.planner.methods import METHOD_KEYS
 from vramplan.planner.overhead import Corrections
 
 from .fit import estimate_for, leave_one_config_out, pct_error
@@ -87,7 +88,7 @@ def summarize(rows: list[dict]) -> list[ErrorSummary]:
     for row in rows:
         if row["error_pct"] is not None:
             groups.setdefault((row["method"], row["source"]), []).append(row)
-    order = {"full": 0, "lora": 1, "qlora": 2, "dora": 3, "qdora": 4}
+    order = {key: index for index, key in enumerate(METHOD_KEYS)}
     summaries = []
     for (method, source), group in sorted(groups.items(), key=lambda item: (item[0][1], order.get(item[0][0], 9))):
         summaries.append(ErrorSummary(

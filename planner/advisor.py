@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .estimator import Estimate, estimate
 from .overhead import Corrections
 from .sharding import ParallelPlan, shard
+from .methods import METHOD_KEYS, method_record
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 GOALS = ("quality", "speed", "memory")
@@ -25,9 +26,7 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 TARGET_SETS = (("all-linear",), ("attention",))
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit")
 EFFECTIVE_BATCH = 16
-# assumed quality per method: DoRA's gains over LoRA are small and task-dependent (equal here,
-# so speed decides); a 4-bit base adds quantization noise; full wins only on large datasets
-METHOD_QUALITY = {"full": 2.0, "lora": 1.2, "dora": 1.2, "qlora": 1.1, "qdora": 1.1}
+FULL_ON_SMALL_DATA = 1.25  # a small dataset gains little from updating every weight
 
 
 @dataclass(frozen=True)
@@ -70,36 +69,30 @@ class Recommendation:
 
 
 def learning_rate(method: str, model: ModelSpec) -> tuple[float, str]:
-    big = model.base_params > 13.5e9
-    if method == "full":
-        return 2e-5, "full fine-tuning: lr ~2e-5 (larger steps destroy pretrained weights)"
-    base = 1e-4 if big else 2e-4
-    size_note = " (halved above ~13B)" if big else ""
-    if method in ("dora", "qdora"):
-        return base * 0.75, f"DoRA: lr a little below LoRA's, {base * 0.75:.1e}{size_note}"
-    return base, f"LoRA/QLoRA: lr {base:.0e}{size_note}"
+    """The method record's starting lr, halved for adapters above ~13B."""
+    record = method_record(method)
+    big = model.base_params > 13.5e9 and not record.trains_base
+    lr = record.lr / 2 if big else record.lr
+    return lr, record.lr_reason.format(lr=lr, size_note=" (halved above ~13B)" if big else "")
 
 
 def _quality(run: RunConfig, advice: DatasetAdvice) -> float:
-    method = METHOD_QUALITY[run.method]
-    if run.method == "full" and not advice.full_worth_it:
-        method = 1.25  # a small dataset gains little from updating every weight
-    if run.method == "full":
-        return method
+    """The method's prior (its record), plus targets and rank for adapters that have them."""
+    method = run.method_record
+    if method.trains_base:
+        return method.quality if advice.full_worth_it else min(method.quality, FULL_ON_SMALL_DATA)
+    if method.adapter is None or not method.adapter.uses_rank:
+        return method.quality
     targets = 0.5 if run.targets == ("all-linear",) else 0.0  # targets matter more than rank
     rank = -0.15 * abs(math.log2(run.rank / advice.target_rank))
-    return method + targets + rank
+    return method.quality + targets + rank
 
 
 def _speed(run: RunConfig) -> float:
     """Relative tokens/s, from the costs that change it most (rough, for ranking only)."""
-    speed = 1.0
+    speed = run.method_record.speed  # NF4 dequantization, DoRA's weight norm, ...
     if run.grad_ckpt:
         speed *= 0.75  # recomputing the forward costs about a third more compute
-    if run.is_quantized:
-        speed *= 0.8  # dequantizing NF4 weights on every matmul
-    if run.is_dora:
-        speed *= 0.85  # the weight norm each step
     if run.optimizer != "adamw":
         speed *= 0.98
     speed *= min(1.0, run.tokens / 8192) ** 0.25  # small micro-batches leave the GPU idle
@@ -107,14 +100,12 @@ def _speed(run: RunConfig) -> float:
 
 
 def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advice: DatasetAdvice, replicas: int = 1) -> tuple[str, ...]:
+    method = run.method_record
     reasons = [advice.reason, lr_reason]
-    if run.method in ("qlora", "qdora"):
-        reasons.append("4-bit NF4 base: ~0.5 B/param frees memory for batch and sequence")
-    if run.method == "full":
-        reasons.append("full fine-tuning fits: every weight trains")
-    if run.has_adapter:
-        reasons.append(f"targets {','.join(run.targets)}: all-linear beats attention-only at equal memory" if run.targets == ("all-linear",) else "attention-only targets: all-linear did not fit or was not better for this goal")
-        reasons.append(f"alpha = 2r = {run.lora_alpha:g}" + ("; use rsLoRA (use_rslora=True) at this rank" if run.rank >= 64 else ""))
+    if method.base.reason:
+        reasons.append(method.base.reason)
+    if method.adapter is not None:
+        reasons += method.adapter.reasons(run)
     gpus_note = f" x {replicas} GPUs" if replicas > 1 else ""
     reasons.append(f"micro-batch {run.batch} x grad accumulation {grad_accum}{gpus_note} = effective batch {run.batch * grad_accum * replicas}")
     reasons.append("gradient checkpointing on: trades ~25% speed for activation memory" if run.grad_ckpt else "gradient checkpointing off: fits without it, ~25% faster")
@@ -128,7 +119,8 @@ def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advi
 def candidates(seq_len: int, precision: str, methods: tuple[str, ...]) -> list[RunConfig]:
     runs = []
     for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
-        if method == "full":
+        adapter = method_record(method).adapter
+        if adapter is None or not adapter.uses_rank:
             runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision))
             continue
         for rank, targets in product(RANKS, TARGET_SETS):
@@ -144,7 +136,7 @@ def recommend(
     dataset_size: int | None = None,
     corrections: Corrections | None = None,
     margin_ratio: float = 0.05,
-    methods: tuple[str, ...] = ("full", "lora", "qlora", "dora", "qdora"),
+    methods: tuple[str, ...] = METHOD_KEYS,
     top: int = 5,
     gpus: int = 1,
 ) -> list[Recommendation]:
@@ -219,7 +211,7 @@ def _nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, correction
         single = estimate(model, RunConfig(method=method, seq_len=seq_len, precision=precision), gpu, corrections)
         for n in range(max(2, gpus + 1), 65):
             if shard(single, ParallelPlan("fsdp", n), corrections).breakdown.device_used_bytes <= budget:
-                label = {"qlora": "QLoRA", "lora": "LoRA"}[method]
+                label = method_record(method).title
                 return (f"{message}: {label} r=16 would fit on {n} of them with FSDP full shard "
                         f"(add --gpus {n}), or try a shorter --seq-len or a bigger GPU")
     return f"{message}: try a shorter --seq-len, a bigger GPU, or a smaller model"

@@ -20,7 +20,7 @@ class DtypePlan:
     compute_bytes: int  # matmul dtype
     stream_bytes: int  # residual stream between layers
     linear_out_bytes: int  # what a Linear returns
-    adapter_bytes: int  # LoRA A/B, DoRA magnitude, their grads and Adam states
+    adapter_bytes: int  # trainable tensors (adapters; the weights under full fine-tuning), their grads and Adam states
     autocast: bool
 
 
@@ -30,7 +30,8 @@ def dtype_plan(run: RunConfig) -> DtypePlan:
     compute = 4 if run.precision == "fp32" else 2
     # pure bf16/fp16 keep weights in 16 bit; fp32 and *-mixed keep fp32 master weights
     weight = 2 if run.precision in ("bf16", "fp16") else 4
-    if run.is_quantized:
+    method = run.method_record
+    if method.quantizes_base:
         # prepare_model_for_kbit_training casts every non-4-bit bf16/fp16 param to fp32,
         # so the embedding emits fp32 and the whole residual stream runs in fp32
         unquantized, stream = 4, 4
@@ -46,6 +47,6 @@ def dtype_plan(run: RunConfig) -> DtypePlan:
         compute_bytes=compute,
         stream_bytes=stream,
         linear_out_bytes=linear_out,
-        adapter_bytes=_ADAPTER_BYTES[run.adapter_dtype] if run.has_adapter else weight,
+        adapter_bytes=_ADAPTER_BYTES[run.adapter_dtype] if method.has_adapter else weight,
         autocast=autocast,
     )

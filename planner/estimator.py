@@ -8,18 +8,15 @@ from .activations import (
     checkpoint_inputs_bytes,
     final_norm_bytes,
     first_layer_savings,
-    dora_transient_bytes,
     layer_activations,
     layer_transient_bytes,
     logits_bytes,
 )
-from .breakdown import BACKWARD, BACKWARD_END, FORWARD, MemoryBreakdown, Term
+from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, MemoryBreakdown, Term
 from .dtypes import DtypePlan, dtype_plan
-from .methods import METHODS
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_terms
 from .specs import GpuSpec, ModelSpec, RunConfig
-from .targets import adapter_params, resolve_targets
 
 INT64 = 8
 DEFAULT_CORRECTIONS = Corrections()
@@ -32,15 +29,15 @@ class Estimate:
     model: ModelSpec
     run: RunConfig
     gpu: GpuSpec | None
-    adapted: tuple[str, ...]  # resolved target modules (empty for full fine-tuning)
+    adapted: tuple[str, ...]  # where the adapter sits: wrapped Linears or insertion points (empty for full)
     breakdown: MemoryBreakdown
     calibration: str
 
     @property
     def trainable_params(self) -> int:
-        if self.run.method == "full":
-            return self.model.base_params
-        return adapter_params(self.model, self.adapted, self.run.rank, self.run.is_dora)
+        method = self.run.method_record
+        adapter = sum(n * count for n, count in method.adapter.tensors(self.model, self.run, self.adapted)) if method.adapter else 0
+        return (self.model.base_params if method.trains_base else 0) + adapter
 
     @property
     def fits(self) -> bool | None:
@@ -86,13 +83,26 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     # when the last gradients are written, about half of layer 0's saved tensors are already freed
     terms.append(Term("activations/last_layer", layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
     terms.append(Term("activations/transient", layer_transient_bytes(model, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
-    dora = dora_transient_bytes(model, run, dt, adapted)
-    if dora:  # counted as coinciding with the layer's other transients: the conservative choice
-        terms.append(Term("activations/dora_weight_norm", dora, "DoRA: eye(in), dense B@A and the full weight for ||W + sBA||", frozenset({BACKWARD})))
-    if dt.autocast and run.method == "full":
+    method = run.method_record
+    if method.adapter is not None:
+        terms += method.adapter.extra_terms(model, run, dt, adapted)
+    if dt.autocast and method.trains_base:
         copies = dt.compute_bytes * model.linear_params
         terms.append(Term("weights/autocast_copies", copies, "autocast caches 16-bit copies of trainable weights through forward", fwd_bwd))
     return terms
+
+
+def adapter_weight_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
+    """The adapter's weights (live always) and their gradients (from backward through the step)."""
+    adapter = run.method_record.adapter
+    if adapter is None:
+        return []
+    n = sum(numel * count for numel, count in adapter.tensors(model, run, adapted))
+    return [
+        Term("weights/adapter", n * dt.adapter_bytes, f"{adapter.label}: {n:,} params x {dt.adapter_bytes} B (fp32 by default, as peft)"),
+        # written layer by layer during backward: at its start (the recomputed top layer) almost none exist
+        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", frozenset({BACKWARD_END, OPTIMIZER})),
+    ]
 
 
 def estimate(
@@ -107,13 +117,14 @@ def estimate(
         ConfigError: targets the model does not have.
     """
     corrections = corrections or DEFAULT_CORRECTIONS
-    adapted = resolve_targets(model, run.targets) if run.has_adapter else ()
+    method = run.method_record
+    adapted = method.adapter.placements(model, run) if method.adapter else ()
     dt = dtype_plan(run)
     activations = activation_terms(model, run, dt, adapted)
     scale = corrections.scale_for(run.method)
     if scale != 1.0:
         activations = [replace(term, bytes=round(term.bytes * scale)) for term in activations]
-    terms = [*METHODS[run.method](model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
+    terms = [*method.base.terms(model, run, dt), *adapter_weight_terms(model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
     allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
     terms += overhead_terms(run, gpu, allocated, corrections)
     return Estimate(model, run, gpu, adapted, MemoryBreakdown(tuple(terms)), corrections.source)

@@ -15,7 +15,6 @@ import math
 from .breakdown import ALL_PHASES, DEVICE, OPTIMIZER, Term
 from .dtypes import DtypePlan
 from .specs import ModelSpec, RunConfig
-from .targets import adapted_shapes
 
 BNB_MIN_8BIT_SIZE = 4096
 BNB_BLOCK = 256
@@ -24,22 +23,24 @@ FP32 = 4
 
 
 def trainable_tensors(model: ModelSpec, run: RunConfig, adapted: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(numel, how many) of every trainable tensor."""
-    if run.method == "full":
-        tensors = [(model.embed_params, 1), (model.hidden_size, 1)]  # embedding, final norm
-        if model.lm_head_params:
-            tensors.append((model.lm_head_params, 1))
-        for linear in model.linears:
-            tensors.append((linear.in_features * linear.out_features, model.num_layers))
-            if linear.bias:
-                tensors.append((linear.out_features, model.num_layers))
-        tensors.append((model.norm_params_per_layer, model.num_layers))  # lumped: same bytes
-        return tensors
-    tensors = []
-    for fan_in, fan_out, count in adapted_shapes(model, adapted):
-        tensors += [(run.rank * fan_in, count), (fan_out * run.rank, count)]
-        if run.is_dora:
-            tensors.append((fan_out, count))
+    """(numel, how many) of every trainable tensor, as the method's record declares them."""
+    method = run.method_record
+    tensors = full_model_tensors(model) if method.trains_base else []
+    if method.adapter is not None:
+        tensors += method.adapter.tensors(model, run, adapted)
+    return tensors
+
+
+def full_model_tensors(model: ModelSpec) -> list[tuple[int, int]]:
+    """Every parameter tensor of the model (full fine-tuning)."""
+    tensors = [(model.embed_params, 1), (model.hidden_size, 1)]  # embedding, final norm
+    if model.lm_head_params:
+        tensors.append((model.lm_head_params, 1))
+    for linear in model.linears:
+        tensors.append((linear.in_features * linear.out_features, model.num_layers))
+        if linear.bias:
+            tensors.append((linear.out_features, model.num_layers))
+    tensors.append((model.norm_params_per_layer, model.num_layers))  # lumped: same bytes
     return tensors
 
 
@@ -52,7 +53,7 @@ def _bnb_state_bytes(numel: int, eight_bit: bool) -> int:
 def optimizer_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
     """States (live through the whole steady-state step) and step temporaries."""
     tensors = trainable_tensors(model, run, adapted)
-    param_bytes = dt.adapter_bytes if run.has_adapter else dt.weight_bytes
+    param_bytes = dt.adapter_bytes  # the trainable tensors' dtype (the weights' for full fine-tuning)
     n_trainable = sum(numel * count for numel, count in tensors)
     if run.optimizer == "sgd":
         return [Term("optimizer/states", 0, "SGD without momentum keeps no state")]

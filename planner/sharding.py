@@ -73,14 +73,14 @@ def _family(term: Term, trainable_base: bool) -> str:
 def _layer_param_bytes(single: Estimate) -> int:
     """One decoder layer's parameters as stored: what FULL_SHARD / ZeRO-3 all-gathers at a time."""
     run = single.run
-    per_param = 0.5 if run.is_quantized else (2 if run.precision in ("bf16", "fp16") else 4)
+    per_param = 0.5 if run.method_record.quantizes_base else (2 if run.precision in ("bf16", "fp16") else 4)
     return int(single.model.layer_linear_params * per_param)
 
 
 def shard(single: Estimate, plan: ParallelPlan, corrections: Corrections | None = None) -> ShardedEstimate:
     """Per-GPU breakdown of `single` under `plan`."""
     n = plan.gpus
-    trainable_base = single.run.method == "full"
+    trainable_base = single.run.method_record.trains_base
     terms: list[Term] = []
     host = 0
     grads_bytes = 0

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .errors import ConfigError
+from .families import INPUT_GROUPS, LINEAR_GROUPS, Family, family_of
 
-METHODS = ("full", "lora", "qlora", "dora", "qdora")
-QUANTIZED_METHODS = ("qlora", "qdora")
-DORA_METHODS = ("dora", "qdora")
 OPTIMIZERS = ("adamw", "adamw-8bit", "paged-adamw-8bit", "paged-adamw-32bit", "sgd")
 PRECISIONS = ("bf16", "fp16", "fp32", "bf16-mixed", "fp16-mixed")
 ATTENTIONS = ("sdpa", "eager", "flash")
@@ -24,22 +22,78 @@ TARGET_PRESETS = ("attention", "mlp", "all-linear")
 
 @dataclass(frozen=True)
 class LinearSpec:
-    """One Linear module that appears once in every decoder layer."""
+    """One Linear module that appears once in every layer of a component."""
 
     name: str  # the module's attribute name, e.g. "q_proj" (what PEFT's target_modules matches)
     in_features: int
     out_features: int
     bias: bool
     group: str  # "attention" or "mlp": what the target presets select
+    reads: str = ""  # the tensor it reads, one of INPUT_GROUPS; "" means "<group>_in"
+
+    def __post_init__(self) -> None:
+        if not self.reads:
+            object.__setattr__(self, "reads", f"{self.group}_in")
+        problems = []
+        if self.group not in LINEAR_GROUPS:
+            problems.append(f"group {self.group!r} is not one of {', '.join(LINEAR_GROUPS)}")
+        if self.reads not in INPUT_GROUPS:
+            problems.append(f"reads {self.reads!r} is not one of {', '.join(INPUT_GROUPS)}")
+        if problems:
+            raise ValueError(f"Linear {self.name!r}: " + "; ".join(problems))
 
     @property
     def params(self) -> int:
         return self.in_features * self.out_features + (self.out_features if self.bias else 0)
 
 
+COMPONENT_ROLES = ("decoder", "vision", "projector", "experts", "other")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of a model that owns parameters: the text decoder today; a vision tower, a
+    projector or an expert block next. A model is the list of its components."""
+
+    name: str  # unique in the model: "decoder", "vision_tower", "multi_modal_projector", ...
+    role: str  # one of COMPONENT_ROLES: how the planner treats it
+    num_layers: int  # identical blocks (layers, experts); 0 for a component of shared tensors only
+    linears: tuple[LinearSpec, ...] = ()  # the Linears of one block
+    other_params_per_layer: int = 0  # every other weight of one block (norms)
+    shared_params: int = 0  # outside the blocks: embeddings, final norm, lm_head, ...
+    family: str = ""  # model_type of the family record that lays the blocks out; "" if inventoried
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.role not in COMPONENT_ROLES:
+            problems.append(f"role {self.role!r} is not one of {', '.join(COMPONENT_ROLES)}")
+        for field_name in ("num_layers", "other_params_per_layer", "shared_params"):
+            if getattr(self, field_name) < 0:
+                problems.append(f"{field_name} {getattr(self, field_name)} < 0")
+        if problems:
+            raise ValueError(f"component {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(linear.params for linear in self.linears)
+
+    @property
+    def linear_params(self) -> int:
+        return self.num_layers * self.layer_linear_params
+
+    @property
+    def params(self) -> int:
+        return self.num_layers * (self.layer_linear_params + self.other_params_per_layer) + self.shared_params
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """Architecture numbers of a dense decoder-only transformer, enough to count every parameter."""
+    """A model as the planner sees it: a text decoder, plus any other components.
+
+    The flat fields are the text decoder's architecture numbers (every causal LM has one; the
+    activation and logits terms read them); `extra_components` holds the rest (a vision tower,
+    a projector, ...). `components` lists them all and `base_params` is their sum.
+    """
 
     name: str
     model_type: str
@@ -60,6 +114,7 @@ class ModelSpec:
     qk_norm: bool = False  # Qwen3 normalises q and k per head
     logit_softcap: bool = False  # Gemma-2 tanh-caps the logits: one more V-sized temporary
     source: str = "catalog"
+    extra_components: tuple[Component, ...] = ()  # beside the text decoder: vision tower, projector, ...
 
     @property
     def embed_params(self) -> int:
@@ -83,8 +138,29 @@ class ModelSpec:
         return self.num_layers * self.norm_params_per_layer + self.final_norm_params
 
     @cached_property
+    def components(self) -> tuple[Component, ...]:
+        """The text decoder (embeddings, layers, final norm, lm_head), what else the inventory
+        found, and the extra components."""
+        decoder = Component(
+            name="decoder",
+            role="decoder",
+            num_layers=self.num_layers,
+            linears=self.linears,
+            other_params_per_layer=self.norm_params_per_layer,
+            shared_params=self.embed_params + self.final_norm_params + self.lm_head_params,
+            family=self.model_type if self.family is not None else "",
+        )
+        other = (Component("other", "other", 0, shared_params=self.extra_params),) if self.extra_params else ()
+        return (decoder, *other, *self.extra_components)
+
+    @cached_property
     def base_params(self) -> int:
-        return self.linear_params + self.norm_params + self.embed_params + self.lm_head_params + self.extra_params
+        return sum(component.params for component in self.components)
+
+    @cached_property
+    def family(self) -> Family | None:
+        """The family record of the text decoder (`planner.families`), None for an inventoried model."""
+        return family_of(self.model_type)
 
     @cached_property
     def _linears_by_name(self) -> dict[str, LinearSpec]:
@@ -92,11 +168,11 @@ class ModelSpec:
 
     @cached_property
     def input_groups(self) -> dict[str, tuple[str, ...]]:
-        """Linears that read the same tensor: q/k/v (attention_in), o (attn_out), gate/up (mlp_in), down (mlp_prod)."""
+        """Linears that read the same tensor (`LinearSpec.reads`), e.g. q/k/v (attention_in),
+        o (attn_out), gate/up (mlp_in), down (mlp_prod)."""
         groups: dict[str, list[str]] = {}
         for linear in self.linears:
-            key = {"o_proj": "attn_out", "down_proj": "mlp_prod"}.get(linear.name, f"{linear.group}_in")
-            groups.setdefault(key, []).append(linear.name)
+            groups.setdefault(linear.reads, []).append(linear.name)
         return {key: tuple(names) for key, names in groups.items()}
 
     def linear(self, name: str) -> LinearSpec:
@@ -142,8 +218,13 @@ class RunConfig:
     double_quant: bool = True
     adapter_dtype: str = "fp32"
     device_kind: str = "cuda"  # "cpu": the optimizer runs per tensor, no CUDA context
+    # settings only some methods have (`MethodOption`s of the method's record), as sorted pairs
+    method_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
+        # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form
+        options = self.method_options.items() if isinstance(self.method_options, dict) else self.method_options
+        object.__setattr__(self, "method_options", tuple(sorted((str(key), value) for key, value in options)))
         problems = list(_run_problems(self))
         if problems:
             raise ConfigError("; ".join(problems))
@@ -153,16 +234,34 @@ class RunConfig:
         return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
 
     @property
-    def is_quantized(self) -> bool:
-        return self.method in QUANTIZED_METHODS
+    def method_record(self):
+        """The method's record (`planner.methods.Method`)."""
+        from .methods import METHODS
+
+        return METHODS[self.method]
 
     @property
-    def is_dora(self) -> bool:
-        return self.method in DORA_METHODS
+    def is_quantized(self) -> bool:
+        return self.method_record.quantizes_base
 
     @property
     def has_adapter(self) -> bool:
-        return self.method != "full"
+        return self.method_record.has_adapter
+
+    @property
+    def uses_rank(self) -> bool:
+        """--rank/--alpha/--dropout/--targets apply (LoRA-style adapters)."""
+        adapter = self.method_record.adapter
+        return adapter is not None and adapter.uses_rank
+
+    def option(self, name: str):
+        """A method option's value: what was set, else the option's default (None: derived from the model)."""
+        for key, value in self.method_options:
+            if key == name:
+                return value
+        from .methods import method_options
+
+        return next(option.default for option in method_options() if option.name == name)
 
     @property
     def tokens(self) -> int:
@@ -176,8 +275,10 @@ def _choice_problem(flag: str, value: str, allowed: tuple[str, ...]) -> str | No
 
 
 def _run_problems(run: RunConfig):
+    from .methods import METHOD_KEYS, method_options
+
     for flag, value, allowed in (
-        ("--method", run.method, METHODS),
+        ("--method", run.method, METHOD_KEYS),
         ("--optimizer", run.optimizer, OPTIMIZERS),
         ("--precision", run.precision, PRECISIONS),
         ("--attention", run.attention, ATTENTIONS),
@@ -196,3 +297,9 @@ def _run_problems(run: RunConfig):
         yield f"--dropout must be in [0, 1), got {run.dropout!r}"
     if not run.targets:
         yield "--targets is empty; give module names or one of: " + ", ".join(TARGET_PRESETS)
+    known = {option.name: option for option in method_options()}
+    for name, value in run.method_options:
+        if name not in known:
+            yield f"unknown method option {name!r}; known: {', '.join(known) or 'none'}"
+        elif (problem := known[name].problem(value)) is not None:
+            yield problem

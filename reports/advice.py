@@ -9,19 +9,21 @@ from rich.text import Text
 
 from ..planner.advisor import Recommendation, margin_bytes
 from ..planner.units import GIB
-from .estimate_table import METHOD_TITLES
+from ..planner.methods import method_title
+from .estimate_json import method_options_dict
 
 
 def config_of(rec: Recommendation) -> dict:
     run = rec.run
     return {
         "method": run.method,
-        "rank": run.rank if run.has_adapter else None,
-        "alpha": run.lora_alpha if run.has_adapter else None,
-        "use_rslora": run.has_adapter and run.rank >= 64,
-        "dropout": run.dropout if run.has_adapter else None,
+        "rank": run.rank if run.uses_rank else None,
+        "alpha": run.lora_alpha if run.uses_rank else None,
+        "use_rslora": run.uses_rank and run.rank >= 64,
+        "dropout": run.dropout if run.uses_rank else None,
         "targets": list(rec.estimate.adapted),
-        "target_preset": ",".join(run.targets) if run.has_adapter else None,
+        "target_preset": ",".join(run.targets) if run.uses_rank else None,
+        "method_options": method_options_dict(rec.estimate),
         "batch": run.batch,
         "grad_accum": rec.grad_accum,
         "grad_ckpt": run.grad_ckpt,
@@ -74,7 +76,7 @@ def render_advice(console: Console, document: dict) -> None:
     )
     if document.get("dataset"):
         head += document["dataset"] + "\n"
-    lines = [f"[bold]{METHOD_TITLES[cfg['method']]}[/bold]"]
+    lines = [f"[bold]{method_title(cfg['method'])}[/bold]"]
     if cfg["rank"]:
         lines.append(f"r={cfg['rank']} α={cfg['alpha']:g} on {cfg['target_preset']} ({','.join(cfg['targets'])})")
     lines.append(f"micro-batch {cfg['batch']} × accumulation {cfg['grad_accum']}, seq {cfg['seq_len']}, grad-ckpt {'on' if cfg['grad_ckpt'] else 'off'}")

@@ -10,9 +10,9 @@ def config_dict(result: MethodResult) -> dict:
     run = result.estimate.run
     return {
         "method": run.method,
-        "rank": run.rank if run.has_adapter else None,
-        "alpha": run.lora_alpha if run.has_adapter else None,
-        "dropout": run.dropout if run.has_adapter else None,
+        "rank": run.rank if run.uses_rank else None,
+        "alpha": run.lora_alpha if run.uses_rank else None,
+        "dropout": run.dropout if run.uses_rank else None,
         "targets": list(result.estimate.adapted),
         "batch": run.batch,
         "seq_len": run.seq_len,
@@ -22,7 +22,14 @@ def config_dict(result: MethodResult) -> dict:
         "attention": run.attention,
         "double_quant": run.double_quant if run.is_quantized else None,
         "adapter_dtype": run.adapter_dtype if run.has_adapter else None,
+        "method_options": method_options_dict(result.estimate),
     }
+
+
+def method_options_dict(est) -> dict:
+    """The method's own settings as resolved for this model (e.g. an Adapter's bottleneck size)."""
+    adapter = est.run.method_record.adapter
+    return adapter.resolved_options(est.model, est.run) if adapter is not None else {}
 
 
 def estimate_dict(result: MethodResult) -> dict:

@@ -11,7 +11,6 @@ from ..planner.limits import MethodResult
 from ..planner.units import GIB, format_gib
 
 TERM_ORDER = ["weights", "grads", "optimizer", "activations", "distributed", "overhead"]
-METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
 
 
 def _gib_cell(n_bytes: int, live: bool) -> Text:
@@ -24,15 +23,23 @@ def _gib_cell(n_bytes: int, live: bool) -> Text:
 def _settings_line(results: list[MethodResult], model_note: str) -> str:
     est = results[0].estimate
     run = est.run
-    adapted = next((r.estimate.adapted for r in results if r.estimate.adapted), ())
-    targets = ",".join(adapted) if adapted else "-"
-    return (
+    line = (
         f"model {model_note} · {est.model.base_params / 1e9:.2f}B params\n"
         f"batch {run.batch} · seq {run.seq_len} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · "
-        f"{run.optimizer} · {run.precision} · {run.attention} attention\n"
-        f"adapters: r={run.rank} α={run.lora_alpha:g} dropout={run.dropout:g} {run.adapter_dtype} on {targets}"
-        f" · NF4 {'double-quant' if run.double_quant else 'single-quant'}"
+        f"{run.optimizer} · {run.precision} · {run.attention} attention"
     )
+    adapters = adapter_lines([r.estimate for r in results])
+    return line + (f"\nadapters: {adapters}" if adapters else "")
+
+
+def adapter_lines(estimates) -> str:
+    """Each distinct adapter setting of the compared methods, and NF4's when a method quantizes."""
+    described = [e.run.method_record.adapter.describe(e.model, e.run, e.adapted) for e in estimates if e.run.has_adapter]
+    text = "; ".join(dict.fromkeys(described))
+    quantized = next((e.run for e in estimates if e.run.is_quantized), None)
+    if quantized is not None:
+        text += f" · NF4 {'double-quant' if quantized.double_quant else 'single-quant'}"
+    return text
 
 
 def estimate_table(results: list[MethodResult]) -> Table:
@@ -46,7 +53,7 @@ def estimate_table(results: list[MethodResult]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("term", no_wrap=True)
     for result in results:
-        table.add_column(METHOD_TITLES[result.estimate.run.method], justify="right")
+        table.add_column(result.estimate.run.method_record.title, justify="right")
     names: list[str] = []
     for result in results:
         for term in result.estimate.breakdown.terms:

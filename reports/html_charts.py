@@ -15,6 +15,7 @@ import zlib
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..planner.methods import METHOD_KEYS, method_title
 from ..planner.units import GIB, gib
 from .html_page import esc
 
@@ -43,9 +44,9 @@ TERM_SHADE = {
     "overhead/cublas_workspace": 2, "overhead/allocator_slack": 3, "overhead/cuda_context": 1,
 }
 
-METHOD_TITLES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "qdora": "QDoRA"}
-METHOD_COLORS = {"full": "#D55E00", "lora": "#0072B2", "qlora": "#009E73", "dora": "#CC79A7", "qdora": "#E69F00"}
-METHOD_SYMBOLS = {"full": "square", "lora": "circle", "qlora": "diamond", "dora": "triangle-up", "qdora": "x"}
+# colour-blind-safe (Okabe-Ito) colours and marker shapes, given out in the method registry's order
+PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+SYMBOLS = ("square", "circle", "diamond", "triangle-up", "x", "star", "cross", "hexagon")
 SOURCE_SYMBOLS = {"cpu": "circle", "trace": "square", "cuda": "diamond"}
 GPU_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
 GPU_LINE = "#3a3a3a"
@@ -74,12 +75,12 @@ def term_color(term_name: str) -> str:
     return shades[index % len(shades)]
 
 
-def method_title(method: str) -> str:
-    return METHOD_TITLES.get(method, method)
-
-
 def method_color(method: str) -> str:
-    return METHOD_COLORS.get(method, "#555555")
+    return PALETTE[METHOD_KEYS.index(method) % len(PALETTE)] if method in METHOD_KEYS else "#555555"
+
+
+def method_symbol(method: str) -> str:
+    return SYMBOLS[METHOD_KEYS.index(method) % len(SYMBOLS)] if method in METHOD_KEYS else "circle"
 
 
 def gpu_label(gpu) -> str:
@@ -196,7 +197,7 @@ def sweep_figure(label: str, values: list[int], series: dict[str, list[int | Non
             name=method_title(method), x=values, y=ys, mode="lines+markers", legendgroup="methods",
             legendgrouptitle={"text": "method"} if not fig.data else None,
             line={"color": method_color(method), "width": 2.5},
-            marker={"symbol": METHOD_SYMBOLS.get(method, "circle"), "size": 9, "color": method_color(method)},
+            marker={"symbol": method_symbol(method), "size": 9, "color": method_color(method)},
             customdata=custom,
             hovertemplate=f"<b>{esc(method_title(method))}</b><br>{esc(label)} %{{x:,}}<br>%{{customdata[0]}} bytes = %{{y:.2f}} GiB<extra></extra>",
         ))
@@ -312,7 +313,7 @@ def trust_figure(points: list[dict], title: str, subtitle: str = "") -> go.Figur
     groups: dict[tuple[str, str], list[dict]] = {}
     for p in points:
         groups.setdefault((p["source"], p["method"]), []).append(p)
-    order = list(METHOD_TITLES)
+    order = list(METHOD_KEYS)
     errors = []
     for (source, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 9)):
         pct = [100.0 * (p["estimated_bytes"] - p["measured_bytes"]) / p["measured_bytes"] for p in group]
@@ -397,13 +398,13 @@ def loss_figure(curve: list[tuple[int, float]], eval_loss: float | None, start_s
     losses = [loss for _, loss in curve]
     fig.add_trace(go.Scatter(
         name="training loss", x=steps, y=losses, mode="lines+markers" if len(curve) <= 60 else "lines",
-        line={"color": METHOD_COLORS["lora"], "width": 2.2}, marker={"size": 6},
+        line={"color": method_color("lora"), "width": 2.2}, marker={"size": 6},
         hovertemplate="step %{x:,}<br>loss %{y:.4f}<extra></extra>",
     ))
     if eval_loss is not None and steps:
         fig.add_trace(go.Scatter(
             name="eval loss (end of run)", x=[steps[-1]], y=[eval_loss], mode="markers",
-            marker={"symbol": "diamond", "size": 13, "color": METHOD_COLORS["full"], "line": {"color": "white", "width": 1}},
+            marker={"symbol": "diamond", "size": 13, "color": method_color("full"), "line": {"color": "white", "width": 1}},
             hovertemplate="eval loss %{y:.4f}<br>after step %{x:,}<extra></extra>",
         ))
     if 0 < start_step and steps and steps[0] <= start_step < steps[-1]:

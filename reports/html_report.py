@@ -13,12 +13,13 @@ from pathlib import Path
 from ..planner.catalog import resolve_gpu, resolve_model
 from ..planner.errors import ConfigError, VramplanError
 from ..planner.estimator import estimate
-from ..planner.specs import METHODS, GpuSpec, ModelSpec, RunConfig
+from ..planner.methods import DEFAULT_METHODS, METHODS
+from .estimate_table import adapter_lines
+from ..planner.specs import GpuSpec, ModelSpec, RunConfig
 from . import html_charts as charts
 from ..planner.units import GIB
 from .html_page import Cell, Chart, Section, Table, render_page
 
-DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
 FIT_SIZES = ("1b", "3b", "8b", "14b", "32b", "70b")  # size shorthands -> catalog models (planner.catalog.models.SIZE_DEFAULTS)
 SWEEPS = (
     ("rank", "LoRA rank r", (4, 8, 16, 32, 64, 128, 256)),
@@ -73,7 +74,6 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: 
     spec = resolved.spec
     ref_results = results[_ref_key(gpus)]
     first = ref_results[0].estimate
-    adapted = next((r.estimate.adapted for r in ref_results if r.estimate.adapted), ())
     facts = [
         ("model", spec.name),
         ("resolved from", resolved.note),
@@ -86,8 +86,7 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: 
     facts += [
         ("step", f"batch {run.batch} × {run.seq_len} tokens, gradient checkpointing {'on' if run.grad_ckpt else 'off'}, "
                  f"{run.optimizer}, {run.precision}, {run.attention} attention"),
-        ("adapters", f"rank {run.rank}, alpha {run.lora_alpha:g}, dropout {run.dropout:g}, {run.adapter_dtype}, "
-                     f"on {', '.join(adapted) if adapted else ', '.join(run.targets)}; NF4 {'double-quant' if run.double_quant else 'single-quant'}"),
+        ("adapters", adapter_lines([r.estimate for r in ref_results]) or "none"),
     ]
     for gpu in gpus:
         facts.append((f"calibration {gpu.key}", getattr(corrections.get(gpu.key), "source", None) or results[gpu.key][0].estimate.calibration))
@@ -190,7 +189,7 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
     correction = corrections.get(_ref_key(gpus))
     chart_list = []
     for field_name, label, values in SWEEPS:
-        sweep_methods = [m for m in methods if m != "full"] if field_name == "rank" else list(methods)
+        sweep_methods = [m for m in methods if replace(run, method=m).uses_rank] if field_name == "rank" else list(methods)
         if not sweep_methods:
             continue
         current = getattr(run, field_name)
@@ -211,7 +210,7 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
         figure = charts.sweep_figure(
             label, xs, series, gpus, current,
             title=f"Predicted peak (device used) vs {what}",
-            subtitle=f"{_short_name(spec)}; other settings as in this run" + ("; Full fine-tuning has no rank" if field_name == "rank" and "full" in methods else ""),
+            subtitle=f"{_short_name(spec)}; other settings as in this run" + (f"; {', '.join(charts.method_title(m) for m in methods if m not in sweep_methods)} have no rank" if field_name == "rank" and len(sweep_methods) < len(methods) else ""),
         )
         rows = tuple(
             (Cell(f"{x:,}" + (" (this run)" if x == current else "")), *[_bytes_cell(series[m][i], 2) for m in sweep_methods])

@@ -216,7 +216,7 @@ def _unit_cell(n_bytes, unit: str) -> Cell:
 
 def _settings(run: dict, accum) -> str:
     method = charts.method_title(run.get("method", "?"))
-    adapters = f" r={run.get('rank')}" if run.get("method") != "full" and run.get("rank") else ""
+    adapters = f" r={run.get('rank')}" if run.get("rank") else ""  # only methods with a rank record one
     targets = run.get("targets")
     if adapters and targets:
         adapters += " on " + ",".join(targets if isinstance(targets, list) else [str(targets)])

@@ -13,7 +13,8 @@ from vramplan.calibrate.runner import tensor_peak_estimate
 from vramplan.planner.architectures import spec_from_config
 from vramplan.planner.catalog import resolve_model
 from vramplan.planner.estimator import estimate
-from vramplan.planner.specs import METHODS, RunConfig
+from vramplan.planner.methods import METHODS
+from vramplan.planner.specs import RunConfig
 
 pytestmark = pytest.mark.slow
 

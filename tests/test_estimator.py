@@ -9,7 +9,7 @@ from vramplan.planner.catalog import catalog_spec, resolve_gpu
 from vramplan.planner.errors import ConfigError
 from vramplan.planner.estimator import estimate
 from vramplan.planner.limits import max_batch, max_seq_len
-from vramplan.planner.methods.shared import nf4_constants_bytes
+from vramplan.planner.methods.base import nf4_constants_bytes
 from vramplan.planner.specs import RunConfig
 
 LLAMA3_8B = catalog_spec("meta-llama/Meta-Llama-3-8B")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import click
 
 from .planner.errors import VramplanError
-from .planner.specs import ATTENTIONS, OPTIMIZERS, PRECISIONS
+from .planner.methods import method_options
+from .planner.specs import ADAPTER_DTYPES, ATTENTIONS, OPTIMIZERS, PRECISIONS
 
-DEFAULT_METHODS = ("full", "lora", "qlora", "dora")
 
 
 class VramplanGroup(click.Group):
@@ -57,6 +57,7 @@ class RunOptions:
     attention: str
     double_quant: bool
     adapter_dtype: str
+    method_options: tuple[tuple[str, object], ...] = ()  # the flags of `planner.methods.method_options()`
 
 
 def run_options(func):
@@ -73,15 +74,23 @@ def run_options(func):
         click.option("--precision", type=click.Choice(PRECISIONS), default=None, help="bf16/fp16: pure 16-bit weights; *-mixed: fp32 master + autocast [default: bf16, fp16 where the GPU lacks bf16]."),
         click.option("--attention", type=click.Choice(ATTENTIONS), default="sdpa", show_default=True),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="NF4 double quantization (QLoRA/QDoRA)."),
-        click.option("--adapter-dtype", type=click.Choice(("fp32", "bf16", "fp16")), default="fp32", show_default=True, help="Adapter dtype (fp32 is peft's default)."),
+        click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default="fp32", show_default=True, help="Adapter dtype (fp32 is peft's default)."),
     ]
+    for method_option in method_options():  # flags only some methods have, from their records
+        kind = click.Choice(method_option.choices) if method_option.choices else method_option.kind
+        options.append(click.option(method_option.flag, method_option.name, type=kind, default=None, help=method_option.help))
     for option in reversed(options):
         func = option(func)
     return func
 
 
 def options_from_kwargs(kwargs: dict) -> RunOptions:
-    return RunOptions(**{name: kwargs.pop(name) for name in RunOptions.__dataclass_fields__})
+    names = [name for name in RunOptions.__dataclass_fields__ if name != "method_options"]
+    values = {name: kwargs.pop(name) for name in names}
+    given = tuple((option.name, kwargs.pop(option.name)) for option in method_options() if kwargs.get(option.name) is not None)
+    for option in method_options():
+        kwargs.pop(option.name, None)
+    return RunOptions(**values, method_options=given)
 
 
 def main():

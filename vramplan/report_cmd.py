@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .planner.methods import DEFAULT_METHODS, METHODS
 from .cli import _split, cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
 
@@ -16,7 +17,7 @@ def _reference_gpu(gpus):
 @cli.command()
 @click.option("--model", "-m", required=True, help="Catalog id or alias, size (8b), or a local config.json / model directory.")
 @click.option("--gpu", "-g", "gpu_keys", multiple=True, required=True, help="GPU key, repeated or comma-separated (t4, l4, a100-80gb, ...); see `vramplan gpus`.")
-@click.option("--method", "methods", multiple=True, help="Methods to compare, comma-separated or repeated [default: full,lora,qlora,dora].")
+@click.option("--method", "methods", multiple=True, help=f"Methods to compare, comma-separated or repeated: {', '.join(METHODS)} [default: {','.join(DEFAULT_METHODS)}].")
 @run_options
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store: its calibration for each GPU, and a trust section from its runs.")
 @click.option("--run", "run_dir", type=click.Path(), default=None, help="A `vramplan run` output directory: add a Run section (its marker; with --db also its loss curve, tokens/s and measured peak).")

@@ -25,10 +25,11 @@ import torch
 
 from vramplan.planner.errors import ConfigError
 
+from ..adapters import module_of
+
 MARKER = "vramplan-run.json"
 FORMAT = "vramplan-run/1"
 STATE_FILE = "trainer_state.pt"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 
 
@@ -82,15 +83,17 @@ def claim_out_dir(out_dir: Path, resume: bool, allow: tuple[str, ...] = ()) -> d
 
 
 # ---------------------------------------------------------------- weights
-def is_peft(model) -> bool:
-    return hasattr(model, "peft_config")
+def has_adapter(model) -> bool:
+    """True when an adapter kind's torch module attached to `model` (it then saves alone)."""
+    return module_of(model) is not None
 
 
 def save_weights(model, directory: Path) -> None:
-    """The adapter (peft ``save_pretrained``) or, for full fine-tuning, every parameter."""
+    """The adapter (its kind's own format) or, for full fine-tuning, every parameter."""
     directory.mkdir(parents=True, exist_ok=True)
-    if is_peft(model):
-        model.save_pretrained(directory)
+    adapter = module_of(model)
+    if adapter is not None:
+        adapter.save(model, directory)
     else:
         from safetensors.torch import save_model
 
@@ -98,16 +101,12 @@ def save_weights(model, directory: Path) -> None:
 
 
 def load_weights(model, directory: Path) -> None:
-    from safetensors.torch import load_file, load_model
-
-    if is_peft(model):
-        from peft import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(model, load_file(str(directory / ADAPTER_WEIGHTS)))
-        unexpected = getattr(result, "unexpected_keys", None)
-        if unexpected:
-            raise ConfigError(f"{directory} does not match this adapter (unexpected {unexpected[:3]}...); resume with the same settings")
+    adapter = module_of(model)
+    if adapter is not None:
+        adapter.load(model, directory)
     else:
+        from safetensors.torch import load_model
+
         load_model(model, str(directory / FULL_WEIGHTS))
 
 

@@ -11,6 +11,7 @@ measurement store beside that estimate.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import sys
 import time
@@ -25,6 +26,7 @@ from vramplan.planner.estimator import estimate
 from vramplan.planner.inventory import spec_from_path
 from vramplan.planner.specs import GpuSpec, RunConfig
 
+from ..adapters import module_of
 from ..cpu_probe import autocast_context, make_optimizer
 from ..environment import environment
 from ..runner import is_oom
@@ -40,7 +42,7 @@ from .record import run_record
 __all__ = ["TrainConfig", "TrainResult", "train", "next_config_down", "TrainingInterrupted", "TrainingOutOfMemory"]
 
 # settings a resumed run must share with the checkpoint (the adapter's shape, the optimizer state)
-RESUME_MUST_MATCH = ("method", "rank", "alpha", "targets", "optimizer", "precision", "adapter_dtype", "double_quant")
+RESUME_MUST_MATCH = ("method", "rank", "alpha", "targets", "optimizer", "precision", "adapter_dtype", "double_quant", "method_options")
 
 
 class TrainingInterrupted(VramplanError):
@@ -133,7 +135,8 @@ def _check_numbers(c: TrainConfig) -> None:
 
 
 def _plain(run: RunConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(run).items()}
+    """The run as its JSON marker holds it (tuples become lists, nested ones too)."""
+    return json.loads(json.dumps(asdict(run)))
 
 
 class _Session:
@@ -327,13 +330,14 @@ class _Session:
         if self.acc is not None:  # the whole model (FSDP gathers its shards: every rank takes part)
             state = self.acc.get_state_dict(self.wrapped) if self.fsdp else None
             if not self.main:
-                return self.out / ("adapter" if ckpt.is_peft(model) else "model")
-        if ckpt.is_peft(model):
+                return self.out / ("adapter" if ckpt.has_adapter(model) else "model")
+        adapter = module_of(model)
+        if adapter is not None:
             target = self.out / "adapter"
-            model.peft_config["default"].base_model_name_or_path = str(self.model.path.resolve())
+            adapter.save(model, target, base_path=str(self.model.path.resolve()), state_dict=state)
         else:
             target = self.out / "model"
-        model.save_pretrained(target, **({"state_dict": state} if state is not None else {}))
+            model.save_pretrained(target, **({"state_dict": state} if state is not None else {}))
         self.model.tokenizer.save_pretrained(target)
         return target
 
@@ -404,7 +408,7 @@ class _Session:
                          distributed_type=self.acc.distributed_type.name)
         self._record("ok", run, accum, est, measured, state, None, started, extra)
         self._free_memory()
-        merged = merge_adapter(self.model, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" and self.main else None
+        merged = merge_adapter(self.model, run, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" and self.main else None
         if self.c.merge and weights.name != "adapter":
             self.log("note: --merge: full fine-tuning already saves the whole model")
         self._mark("finished", run, accum, state["step"], total_steps=total)

@@ -14,6 +14,7 @@ from vramplan.planner.errors import ConfigError
 from vramplan.planner.inventory import read_config
 from vramplan.planner.specs import GpuSpec, RunConfig
 
+from ..adapters import adapter_module
 from ..model_build import build_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model")
@@ -134,7 +135,7 @@ def build_training_model(model_dir: ModelDir, run: RunConfig, device: str, use_r
     to what the planner measured, with real weights underneath.
     """
     model = _build(model_dir, run, device)
-    if use_rslora and run.has_adapter:
+    if use_rslora and run.uses_rank:
         apply_rslora(model)
     return model
 
@@ -153,17 +154,16 @@ def _build(model_dir: ModelDir, run: RunConfig, device: str):
         return build_model(model_dir.config, run, device)
 
 
-def merge_adapter(model_dir: ModelDir, adapter_dir: Path, merged_dir: Path) -> Path:
+def merge_adapter(model_dir: ModelDir, run: RunConfig, adapter_dir: Path, merged_dir: Path) -> Path:
     """Base weights (as stored) + the adapter, merged into plain weights, saved with the tokenizer.
 
     Done from a fresh full-precision load rather than the training model, whose 4-bit base
     (QLoRA) would make the merge lossy.
     """
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(model_dir.path), dtype="auto", local_files_only=True)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = adapter_module(run).merge(base, adapter_dir)
     merged.save_pretrained(merged_dir)
     model_dir.tokenizer.save_pretrained(merged_dir)
     return merged_dir

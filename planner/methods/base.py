@@ -1,13 +1,13 @@
-"""Terms several methods share: 16/32-bit base weights, 4-bit storage, adapters."""
+"""How the base weights are held: frozen 16/32-bit, 4-bit NF4, or trainable (full fine-tuning)."""
 
 from __future__ import annotations
 
 import math
 
-from ..breakdown import ALL_PHASES, BACKWARD_END, OPTIMIZER, Term
+from ..breakdown import BACKWARD, BACKWARD_END, OPTIMIZER, Term
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
-from ..targets import adapter_params
+from .record import BaseWeights
 
 NF4_BLOCK = 64  # bitsandbytes blocksize for 4-bit weights
 DQ_BLOCK = 256  # double quantization groups 256 absmax values under one fp32 constant
@@ -22,6 +22,25 @@ def dense_base(model: ModelSpec, dt: DtypePlan) -> Term:
     )
 
 
+def _frozen_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
+    return [dense_base(model, dt)]
+
+
+def _trainable_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
+    """Every parameter trains; gradients take the parameter dtype."""
+    head = model.lm_head_params  # an untied lm_head's gradient is written first, the rest by the end
+    rest = model.base_params - head
+    terms = [
+        dense_base(model, dt),
+        Term("grads/trainable", rest * dt.weight_bytes, f"{rest:,} grads x {dt.weight_bytes} B", frozenset({BACKWARD_END, OPTIMIZER})),
+    ]
+    if head:
+        terms.append(
+            Term("grads/lm_head", head * dt.weight_bytes, "lm_head gradient, written at the start of backward", frozenset({BACKWARD, BACKWARD_END, OPTIMIZER}))
+        )
+    return terms
+
+
 def nf4_constants_bytes(numel: int, double_quant: bool) -> int:
     """Block constants of one NF4 tensor (QLoRA paper §3, bitsandbytes QuantState).
 
@@ -34,7 +53,7 @@ def nf4_constants_bytes(numel: int, double_quant: bool) -> int:
     return blocks + FP32 * math.ceil(blocks / DQ_BLOCK) + FP32 * 256 + FP32
 
 
-def quantized_base(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
+def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
     """4-bit decoder Linears (0.5 B/param), their constants, and everything left unquantized."""
     constants = model.num_layers * sum(
         nf4_constants_bytes(linear.in_features * linear.out_features, run.double_quant) for linear in model.linears
@@ -55,15 +74,13 @@ def quantized_base(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term
     ]
 
 
-def adapter_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
-    """Adapter weights (live always) and their gradients (from backward through the step)."""
-    n = adapter_params(model, adapted, run.rank, run.is_dora)
-    kind = "DoRA: LoRA A/B + magnitude" if run.is_dora else "LoRA A/B"
-    return [
-        Term("weights/adapter", n * dt.adapter_bytes, f"{kind}: {n:,} params x {dt.adapter_bytes} B (peft keeps fp32 by default)"),
-        # written layer by layer during backward: at its start (the recomputed top layer) almost none exist
-        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", frozenset({BACKWARD_END, OPTIMIZER})),
-    ]
-
-
-__all__ = ["ALL_PHASES", "adapter_terms", "dense_base", "quantized_base", "nf4_constants_bytes"]
+FROZEN = BaseWeights("frozen", quantized=False, trainable=False, terms=_frozen_terms)
+TRAINABLE = BaseWeights("trainable", quantized=False, trainable=True, terms=_trainable_terms, reason="full fine-tuning fits: every weight trains")
+NF4 = BaseWeights(
+    "nf4",
+    quantized=True,
+    trainable=False,
+    terms=_nf4_terms,
+    speed=0.8,  # dequantizing NF4 weights on every matmul
+    reason="4-bit NF4 base: ~0.5 B/param frees memory for batch and sequence",
+)

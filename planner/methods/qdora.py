@@ -1,7 +1,16 @@
 """QDoRA: DoRA adapters on an NF4 base."""
 
-from .shared import adapter_terms, quantized_base
+from .base import NF4
+from .lora_adapter import DORA_ADAPTER
+from .record import Method
 
-
-def terms(model, run, dt, adapted):
-    return [*quantized_base(model, run, dt), *adapter_terms(model, run, dt, adapted)]
+QDORA = Method(
+    key="qdora",
+    title="QDoRA",
+    summary="DoRA adapters on a 4-bit NF4 base",
+    base=NF4,
+    adapter=DORA_ADAPTER,
+    quality=1.1,
+    lr=1.5e-4,
+    lr_reason="QDoRA: lr a little below LoRA's, {lr:.1e}{size_note}",
+)
