@@ -1,15 +1,19 @@
 """Turn a Hugging Face `config.json` (as a dict) into a `ModelSpec`, without torch.
 
-Covers the dense decoder families in the catalog. Any other architecture goes through
-`planner.inventory`, which builds the model on the meta device and reads the modules off it.
+The layer layout comes from the model family's record (`planner.families`); this module only
+reads the numbers off the config. Any other architecture goes through `planner.inventory`,
+which builds the model on the meta device and reads the modules off it.
 """
 
 from __future__ import annotations
 
 from .errors import UnknownModelError
+from .families import FAMILIES, Family
 from .specs import LinearSpec, ModelSpec
 
-LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3")
+# the model_types counted analytically: a live view, so a family registered later is in it
+ANALYTIC_FAMILIES = FAMILIES.keys()
+LLAMA_LIKE = ANALYTIC_FAMILIES  # the old name, still read by calibrate.fit
 
 
 def _require(config: dict, key: str, name: str) -> int:
@@ -18,63 +22,57 @@ def _require(config: dict, key: str, name: str) -> int:
     return config[key]
 
 
+def _widths(family: Family, config: dict, name: str) -> tuple[dict[str, int], int, int, int]:
+    """The widths projections are made of (`families.DIMS`), with heads, kv heads and head_dim."""
+    hidden = _require(config, "hidden_size", name)
+    heads = _require(config, "num_attention_heads", name)
+    kv_heads = family.option(config, "num_key_value_heads") or heads
+    head_dim = family.option(config, "head_dim") or hidden // heads
+    dims = {
+        "hidden": hidden,
+        "intermediate": _require(config, "intermediate_size", name),
+        "q": heads * head_dim,
+        "kv": kv_heads * head_dim,
+    }
+    return dims, heads, kv_heads, head_dim
+
+
 def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelSpec:
-    """Architecture numbers of a llama-family config, counted exactly.
+    """Architecture numbers of a config whose family has a record, counted exactly.
 
     Raises:
-        UnknownModelError: the model_type is not one of the known dense decoder families.
+        UnknownModelError: the model_type has no family record, or a required key is missing.
     """
     model_type = config.get("model_type", "")
-    if model_type not in LLAMA_LIKE:
+    family = FAMILIES.get(model_type)
+    if family is None:
         raise UnknownModelError(
-            f"model_type {model_type!r} of {name} is not in the analytic families ({', '.join(LLAMA_LIKE)}); "
+            f"model_type {model_type!r} of {name} is not in the analytic families ({', '.join(FAMILIES)}); "
             "pass a local config.json or model directory with --model so it can be inventoried"
         )
-    hidden = _require(config, "hidden_size", name)
-    inter = _require(config, "intermediate_size", name)
-    heads = _require(config, "num_attention_heads", name)
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or hidden // heads
-    attn_bias = bool(config.get("attention_bias", False))
-    mlp_bias = bool(config.get("mlp_bias", False))
-    q_out, kv_out = heads * head_dim, kv_heads * head_dim
-
-    if model_type == "phi3":  # fused projections: qkv_proj and gate_up_proj
-        linears = (
-            LinearSpec("qkv_proj", hidden, q_out + 2 * kv_out, False, "attention"),
-            LinearSpec("o_proj", q_out, hidden, False, "attention"),
-            LinearSpec("gate_up_proj", hidden, 2 * inter, False, "mlp"),
-            LinearSpec("down_proj", inter, hidden, False, "mlp"),
-        )
-    else:
-        qkv_bias = attn_bias or model_type == "qwen2"  # Qwen2 hard-codes bias on q, k, v only
-        linears = (
-            LinearSpec("q_proj", hidden, q_out, qkv_bias, "attention"),
-            LinearSpec("k_proj", hidden, kv_out, qkv_bias, "attention"),
-            LinearSpec("v_proj", hidden, kv_out, qkv_bias, "attention"),
-            LinearSpec("o_proj", q_out, hidden, attn_bias, "attention"),
-            LinearSpec("gate_proj", hidden, inter, mlp_bias, "mlp"),
-            LinearSpec("up_proj", hidden, inter, mlp_bias, "mlp"),
-            LinearSpec("down_proj", inter, hidden, mlp_bias, "mlp"),
-        )
-    norms_per_layer = 4 if model_type == "gemma2" else 2  # Gemma-2 norms before and after each block
-    qk_norm = model_type == "qwen3"
+    dims, heads, kv_heads, head_dim = _widths(family, config, name)
+    linears = tuple(
+        LinearSpec(p.name, *p.features(dims), family.has_bias(p, config), p.group, p.reads) for p in family.projections
+    )
+    hidden = dims["hidden"]
+    softcap = bool(family.option(config, family.logit_softcap_key)) if family.logit_softcap_key else False
     return ModelSpec(
         name=name,
         model_type=model_type,
         hidden_size=hidden,
-        intermediate_size=inter,
+        intermediate_size=dims["intermediate"],
         num_layers=_require(config, "num_hidden_layers", name),
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=_require(config, "vocab_size", name),
-        tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        tie_embeddings=bool(family.option(config, "tie_word_embeddings", False)),
         linears=linears,
-        norm_params_per_layer=norms_per_layer * hidden + (2 * head_dim if qk_norm else 0),
+        norm_params_per_layer=family.norms_per_layer * hidden + (2 * head_dim if family.qk_norm else 0),
         final_norm_params=hidden,
-        norms_per_layer=norms_per_layer,
-        qk_norm=qk_norm,
-        logit_softcap=bool(config.get("final_logit_softcapping")),
+        gated_mlp=family.gated_mlp,
+        norms_per_layer=family.norms_per_layer,
+        qk_norm=family.qk_norm,
+        logit_softcap=softcap,
         source=source,
     )

@@ -1,8 +1,9 @@
 """Inventory a local config.json or model directory.
 
-Known dense families are counted analytically; any other architecture transformers knows is
-built on the meta device (no weights, no network) and read module by module. torch and
-transformers are imported here lazily: the catalog path never pays for them.
+Families with a record (`planner.families`) are counted analytically; any other architecture
+transformers knows is built on the meta device (no weights, no network) and read module by
+module, its Linears grouped by their names. torch and transformers are imported here lazily:
+the catalog path never pays for them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .architectures import LLAMA_LIKE, spec_from_config
+from .architectures import spec_from_config
 from .errors import UnknownModelError
+from .families import FAMILIES
 from .specs import LinearSpec, ModelSpec
 
+# without a family record, a Linear whose path in the layer has one of these is "attention"
 ATTENTION_HINTS = ("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "qkv")
+# ... and these names, common to most architectures, read the attention output / the MLP
+# product; every other Linear reads its group's input
+GUESSED_READS = {"o_proj": "attn_out", "down_proj": "mlp_prod"}
 
 
 def read_config(path: Path) -> dict:
@@ -40,7 +46,7 @@ def spec_from_path(path: Path) -> tuple[ModelSpec, dict]:
     """ModelSpec of a local config.json or model directory, with the config dict."""
     config = read_config(path)
     name = config.get("_name_or_path") or path.name
-    if config["model_type"] in LLAMA_LIKE:
+    if config["model_type"] in FAMILIES:
         return spec_from_config(config, str(name), source="config.json"), config
     return spec_from_meta_model(config, str(name)), config
 
@@ -73,19 +79,34 @@ def _decoder_layers(model):
     return best
 
 
-def spec_from_meta_model(config: dict, name: str) -> ModelSpec:
-    """Read the architecture numbers off a meta-built model."""
+def layer_linears(model) -> tuple[LinearSpec, ...]:
+    """The Linears of a built model's first decoder layer, grouped by their names.
+
+    For architectures without a family record; bitsandbytes' Linear4bit counts (it is an
+    nn.Linear), PEFT's adapter Linears do not exist yet when this is asked.
+    """
+    return _linears_of(_decoder_layers(model)[0])
+
+
+def _linears_of(layer) -> tuple[LinearSpec, ...]:
     import torch
 
-    model = build_meta_model(config)
-    layers = _decoder_layers(model)
-    first = layers[0]
     linears = []
-    for module_name, module in first.named_modules():
+    for module_name, module in layer.named_modules():
         if isinstance(module, torch.nn.Linear):
             short = module_name.split(".")[-1]
             group = "attention" if any(hint in module_name for hint in ATTENTION_HINTS) else "mlp"
-            linears.append(LinearSpec(short, module.in_features, module.out_features, module.bias is not None, group))
+            reads = GUESSED_READS.get(short, f"{group}_in")
+            linears.append(LinearSpec(short, module.in_features, module.out_features, module.bias is not None, group, reads))
+    return tuple(linears)
+
+
+def spec_from_meta_model(config: dict, name: str) -> ModelSpec:
+    """Read the architecture numbers off a meta-built model."""
+    model = build_meta_model(config)
+    layers = _decoder_layers(model)
+    first = layers[0]
+    linears = _linears_of(first)
     layer_params = sum(p.numel() for p in first.parameters())
     layer_linear = sum(linear.params for linear in linears)
     total = sum(p.numel() for p in model.parameters())
@@ -106,7 +127,7 @@ def spec_from_meta_model(config: dict, name: str) -> ModelSpec:
         head_dim=text.get("head_dim") or hidden // heads,
         vocab_size=vocab,
         tie_embeddings=tied,
-        linears=tuple(linears),
+        linears=linears,
         norm_params_per_layer=layer_params - layer_linear,
         final_norm_params=0,
         source="meta-device inventory",

@@ -5,9 +5,20 @@ from __future__ import annotations
 from difflib import get_close_matches
 
 from .errors import ConfigError
+from .families import Family
 from .specs import TARGET_PRESETS, ModelSpec
 
 LM_HEAD = "lm_head"
+
+
+def short_name(target: str, names: tuple[str, ...], family: Family | None) -> str | None:
+    """The module a short `--targets` form stands for: the family's own short name
+    (`q` -> `q_proj`, `qkv` -> `qkv_proj`), else the `_proj` convention; None if neither exists."""
+    own = family.short_names.get(target) if family is not None else None
+    for candidate in (own, f"{target}_proj"):
+        if candidate in names:
+            return candidate
+    return None
 
 
 def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ...]:
@@ -31,8 +42,8 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
             chosen.add(LM_HEAD)
         elif target in names:
             chosen.add(target)
-        elif f"{target}_proj" in names:  # short form: q -> q_proj
-            chosen.add(f"{target}_proj")
+        elif (module := short_name(target, names, model.family)) is not None:  # short form: q -> q_proj
+            chosen.add(module)
         else:
             unknown.append(target)
     if unknown:
