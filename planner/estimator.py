@@ -89,6 +89,11 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     if dt.autocast and method.trains_base:
         copies = dt.compute_bytes * model.linear_params
         terms.append(Term("weights/autocast_copies", copies, "autocast caches 16-bit copies of trainable weights through forward", fwd_bwd))
+    if dt.autocast:
+        # the output head's fp32 weight (tied or not, never quantized) is cast to 16 bit for the
+        # logits matmul, and the cast is saved for the input gradient until the head's backward
+        head = dt.compute_bytes * model.vocab_size * model.hidden_size
+        terms.append(Term("activations/lm_head_cast", head, "autocast's 16-bit copy of the output head, saved for backward", fwd_bwd))
     return terms
 
 
