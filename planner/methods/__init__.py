@@ -6,6 +6,7 @@ Adding a method is one module that defines its record plus one line here.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from . import bottleneck
 from .dora import DORA
 from .full import FULL
 from .lora import LORA
@@ -13,7 +14,7 @@ from .qdora import QDORA
 from .qlora import QLORA
 from .record import AdapterKind, BaseWeights, Method, MethodOption
 
-METHODS: dict[str, Method] = {m.key: m for m in (FULL, LORA, QLORA, DORA, QDORA)}
+METHODS: dict[str, Method] = {m.key: m for m in (FULL, LORA, QLORA, DORA, QDORA, *bottleneck.METHODS)}
 
 METHOD_KEYS = tuple(METHODS)
 DEFAULT_METHODS = tuple(key for key, m in METHODS.items() if m.default)
