@@ -35,8 +35,9 @@ def dtype_plan(run: RunConfig) -> DtypePlan:
         # prepare_model_for_kbit_training casts every non-4-bit bf16/fp16 param to fp32,
         # so the embedding emits fp32 and the whole residual stream runs in fp32
         unquantized, stream = 4, 4
-        # bnb Linear4bit computes in compute_dtype and casts its output back to the input dtype
-        linear_out = compute if autocast else stream
+        # bnb Linear4bit computes in compute_dtype and casts its output back to the input dtype:
+        # the fp32 stream, under autocast too (its matmul is a custom Function autocast leaves alone)
+        linear_out = stream
     else:
         unquantized = weight
         stream = weight  # fp32 master weights (mixed) make the embedding emit fp32 too
