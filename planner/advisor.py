@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .estimator import Estimate, estimate
 from .overhead import Corrections
 from .sharding import ParallelPlan, shard
-from .methods import METHOD_KEYS, method_record
+from .methods import METHOD_KEYS, METHODS, method_record
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 GOALS = ("quality", "speed", "memory")
@@ -203,11 +203,18 @@ def _place(single: Estimate, gpus: int, budget: float, corrections: Corrections 
     return None
 
 
+# what to suggest when nothing fits: the default LoRA-style methods, a 4-bit base first (the leanest)
+FALLBACK_METHODS = tuple(sorted(
+    (key for key, record in METHODS.items() if record.default and record.adapter is not None and record.adapter.uses_rank),
+    key=lambda key: not METHODS[key].quantizes_base,
+))
+
+
 def _nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, corrections) -> str:
     """Say what would fit: how many GPUs of this kind a plain QLoRA / LoRA run needs under FSDP."""
     message = f"nothing fits {model.name} on {'one' if gpus == 1 else gpus} {gpu.name} at seq-len {seq_len} with a {margin_ratio:.0%} margin"
     budget = gpu.total_bytes * (1 - margin_ratio)
-    for method in ("qlora", "lora"):
+    for method in FALLBACK_METHODS:
         single = estimate(model, RunConfig(method=method, seq_len=seq_len, precision=precision), gpu, corrections)
         for n in range(max(2, gpus + 1), 65):
             if shard(single, ParallelPlan("fsdp", n), corrections).breakdown.device_used_bytes <= budget:

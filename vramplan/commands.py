@@ -83,8 +83,8 @@ def wrote(path, size: int, err: bool = False) -> None:
     click.echo(f"Wrote {path} ({size / 1e6:.1f} MB, {size:,} bytes)", err=err)
 
 
-def parse_methods(values: tuple[str, ...]) -> tuple[str, ...]:
-    methods = _split(values) or DEFAULT_METHODS
+def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_METHODS) -> tuple[str, ...]:
+    methods = _split(values) or default
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"--method {','.join(unknown)!r} is not one of: {', '.join(METHODS)}")

@@ -9,6 +9,7 @@ import click
 
 from .cli import cli
 from .planner.errors import ConfigError
+from .planner.methods import METHOD_KEYS
 
 
 @cli.command()
@@ -20,19 +21,20 @@ from .planner.errors import ConfigError
 @click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
 @click.option("--goal", type=click.Choice(("quality", "speed", "memory")), default="quality", show_default=True)
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs of this kind to use: each config gets the least sharding that fits (DDP, ZeRO-2, FSDP full shard).")
+@click.option("--method", "methods", multiple=True, help=f"Methods to consider, comma-separated or repeated: {', '.join(METHOD_KEYS)} [default: all].")
 @click.option("--top", type=int, default=5, show_default=True, help="How many alternatives to show.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration to use.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, top, db, out, as_json, html_path):
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, methods, top, db, out, as_json, html_path):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     \b
     Example:
       vramplan recommend --model 8b --gpu t4 --dataset-size 5000 --out plan.yaml
     """
-    from .commands import resolve_gpu_flags
+    from .commands import parse_methods, resolve_gpu_flags
     from .planner.advisor import recommend as advise
     from .planner.catalog import resolve_model
     from .planner.margin import margin_ratio_for
@@ -70,7 +72,8 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, t
 
         corrections = corrections_for(gpu_spec, db)
     ratio, margin_note = margin_ratio_for(corrections)
-    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, top=top, gpus=gpus)
+    chosen = parse_methods(methods, default=METHOD_KEYS)
+    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, methods=chosen, top=top, gpus=gpus)
     from .reports.advice import advice_document, config_of
 
     document = advice_document(recs, resolved.note, goal, margin_note, extra)
