@@ -11,11 +11,12 @@ import click
 from .planner.methods import METHOD_KEYS
 from .cli import _split, cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
+from .calibrate.matrix import DEVICES, PRESETS
 
 
 @cli.command()
-@click.option("--device", type=click.Choice(("cuda", "cpu", "trace")), default=None, help="Where to measure: a GPU, the CPU (small probe models), or full-size fake-tensor traces [default: cuda when available, else cpu].")
-@click.option("--preset", type=click.Choice(("quick", "standard", "full")), default="quick", show_default=True, help="Matrix size.")
+@click.option("--device", type=click.Choice(DEVICES), default=None, help="Where to measure: a GPU, the CPU (small probe models), or full-size fake-tensor traces [default: cuda when available, else cpu].")
+@click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True, help="Matrix size.")
 @click.option("--models", default=None, help="Comma-separated models to keep from the matrix (probe names on CPU, catalog ids on CUDA).")
 @click.option("--methods", default=None, help="Comma-separated methods to keep from the matrix.")
 @click.option("--steps", type=int, default=3, show_default=True, help="Training steps per measured run (steady state from step 2).")

@@ -15,6 +15,7 @@ from .planner.errors import ConfigError
 from .planner.methods import DEFAULT_METHODS, METHODS
 from .planner.specs import GpuSpec, RunConfig
 from .planner.units import parse_size
+from .planner.sharding import OFFLOADS, STRATEGIES
 
 
 def resolve_gpu_flags(gpu: str | None, gpu_mem: str | None) -> GpuSpec | None:
@@ -102,8 +103,8 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: methods side by side and setting sweeps.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
-@click.option("--strategy", type=click.Choice(("ddp", "fsdp", "fsdp-grad-op", "zero1", "zero2", "zero3")), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
-@click.option("--offload", type=click.Choice(("none", "optimizer", "params")), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
+@click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
 def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gpus, strategy, offload, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 

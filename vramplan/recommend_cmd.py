@@ -10,6 +10,7 @@ import click
 from .cli import cli
 from .planner.errors import ConfigError
 from .planner.methods import METHOD_KEYS
+from .planner.advisor import GOALS
 
 
 @cli.command()
@@ -19,7 +20,7 @@ from .planner.methods import METHOD_KEYS
 @click.option("--dataset", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSONL dataset: sets the size and the sequence length (p99 of its token lengths).")
 @click.option("--dataset-size", type=int, default=None, help="Number of training examples (when there is no --dataset).")
 @click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
-@click.option("--goal", type=click.Choice(("quality", "speed", "memory")), default="quality", show_default=True)
+@click.option("--goal", type=click.Choice(GOALS), default="quality", show_default=True)
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs of this kind to use: each config gets the least sharding that fits (DDP, ZeRO-2, FSDP full shard).")
 @click.option("--method", "methods", multiple=True, help=f"Methods to consider, comma-separated or repeated: {', '.join(METHOD_KEYS)} [default: all].")
 @click.option("--top", type=int, default=5, show_default=True, help="How many alternatives to show.")

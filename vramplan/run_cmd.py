@@ -12,6 +12,8 @@ from click.core import ParameterSource
 from .cli import cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
 from .planner.methods import METHODS
+from .planner.specs import DEVICE_KINDS
+from .calibrate.trainer.distributed import STRATEGIES as TRAINER_STRATEGIES
 
 # plan "config" key -> the `run` parameter it fills
 PLAN_KEYS = {
@@ -135,7 +137,6 @@ def apply_parallel(ctx: click.Context, params: dict, planned: dict, plan) -> lis
     The bundled trainer runs ddp or fsdp (full shard): a plan's ZeRO stage or SHARD_GRAD_OP runs as
     fsdp, which shards at least as much per device.
     """
-    from .calibrate.trainer.distributed import STRATEGIES as TRAINER_STRATEGIES
 
     gpus, strategy, offload = planned.get("gpus") or 1, planned.get("strategy"), planned.get("offload") or "none"
     if _typed(ctx, "gpus") and params["gpus"] == 1 and not _typed(ctx, "strategy"):
@@ -184,9 +185,9 @@ def _detected_gpu(device: str | None):
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (overrides --epochs).")
 @click.option("--save-every", type=int, default=100, show_default=True, help="Optimizer steps between checkpoints (one is always saved at the end).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(("cuda", "cpu")), default=None, help="Where to train [default: cuda when available, else cpu].")
+@click.option("--device", type=click.Choice(DEVICE_KINDS), default=None, help="Where to train [default: cuda when available, else cpu].")
 @click.option("--gpus", type=int, default=1, show_default=True, help="Train on this many devices, one process each (accelerate launch; on CPU: processes over gloo). Needs --strategy above 1.")
-@click.option("--strategy", type=click.Choice(("ddp", "fsdp")), default=None, help="With --gpus above 1: ddp (a full copy per device) or fsdp (full shard; CUDA only).")
+@click.option("--strategy", type=click.Choice(TRAINER_STRATEGIES), default=None, help="With --gpus above 1: ddp (a full copy per device) or fsdp (full shard; CUDA only).")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store the run is recorded in [default: the user data directory].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--force", is_flag=True, help="Start even if the estimate does not fit, or the plan is for another model/GPU.")
