@@ -14,6 +14,7 @@ from vramplan.planner.methods import METHODS
 from vramplan.planner.specs import RunConfig
 
 PRESETS = ("quick", "standard", "full")
+DEVICES = ("cuda", "cpu", "trace")  # a GPU, the CPU tracker, full-size fake-tensor traces
 
 
 def _cpu_quick() -> list[tuple[str, RunConfig]]:
@@ -45,7 +46,46 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs
+    return runs + _cpu_bottleneck()
+
+
+def _cpu_bottleneck() -> list[tuple[str, RunConfig]]:
+    """Adapter tuning: each placement on each probe family, then its own settings one at a time."""
+    base = RunConfig(device_kind="cpu", precision="bf16", grad_ckpt=False, batch=2, seq_len=256)
+    runs = [
+        (model, replace(base, method=method))
+        for model, method in product(("probe-qwen3", "probe-qwen2"), ("adapter", "adapter-pfeiffer", "qadapter"))
+    ]
+    variations = [
+        dict(method_options={"adapter_size": 64}),
+        dict(method_options={"adapter_act": "gelu"}),
+        dict(method_options={"adapter_act": "silu", "adapter_size": 8}),
+        dict(adapter_dtype="bf16"),
+        dict(precision="bf16-mixed"),
+        dict(batch=4, seq_len=128),
+        dict(optimizer="adamw-8bit"),
+        dict(attention="eager"),
+        dict(precision="fp32", grad_ckpt=True),
+    ]
+    runs += [("probe-llama", replace(base, method="adapter", **change)) for change in variations]
+    runs += [("probe-llama", replace(base, method="adapter-pfeiffer", **change)) for change in variations[:2]]
+    runs += [("probe-llama", replace(base, method="qadapter", **change)) for change in variations[4:6]]
+    return runs + _cpu_nf4_autocast()
+
+
+def _cpu_nf4_autocast() -> list[tuple[str, RunConfig]]:
+    """A 4-bit base under autocast (fp32 stream, 16-bit matmuls): each quantizing method, both 16-bit types."""
+    base = RunConfig(device_kind="cpu", grad_ckpt=False, batch=1, seq_len=384)
+    return [
+        (model, replace(base, method=method, precision=precision))
+        for model, method, precision in (
+            ("probe-llama", "qlora", "bf16-mixed"),
+            ("probe-llama", "qdora", "fp16-mixed"),
+            ("probe-qwen2", "qadapter", "fp16-mixed"),
+            ("probe-qwen3", "qlora", "fp16-mixed"),
+            ("probe-qwen3", "qadapter", "bf16-mixed"),
+        )
+    ]
 
 
 def _cpu_full() -> list[tuple[str, RunConfig]]:
@@ -98,4 +138,4 @@ def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
         return _cuda(preset)
     if device == "trace":
         return _trace(preset)
-    raise ConfigError(f"--device {device!r} is not one of: cuda, cpu, trace")
+    raise ConfigError(f"--device {device!r} is not one of: {', '.join(DEVICES)}")

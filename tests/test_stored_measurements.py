@@ -12,6 +12,7 @@ import pytest
 
 from vramplan.calibrate.report import error_rows
 from vramplan.calibrate.store import Store
+from vramplan.planner.methods import METHODS
 
 DATA = Path(__file__).resolve().parents[1] / "calibrate" / "data"
 # per method (median, worst) |error| %, and the median over all runs: the project's targets
@@ -42,7 +43,7 @@ def test_current_model_against_stored_measurements(name, source, tmp_path):
     for row in rows:
         assert row["source"] == source
         by_method.setdefault(row["method"], []).append(abs(row["error_pct"]))
-    assert set(by_method) == {"full", "lora", "qlora", "dora", "qdora"}
+    assert set(by_method) == set(METHODS)  # every registered method is measured
     assert statistics.median(abs(row["error_pct"]) for row in rows) <= overall_bound
     for method, errors in by_method.items():
         assert statistics.median(errors) <= median_bound, (method, sorted(errors))
