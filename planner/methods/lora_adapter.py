@@ -7,6 +7,8 @@ DoRA (`use_dora=True`) adds a magnitude per output feature and keeps the base an
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..breakdown import BACKWARD, Term
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
@@ -152,18 +154,14 @@ LORA_ADAPTER = AdapterKind(
     describe=_describe,
 )
 
-DORA_ADAPTER = AdapterKind(
+# DoRA is LoRA plus the magnitude: the same placements, more tensors, saves and temporaries
+DORA_ADAPTER = replace(
+    LORA_ADAPTER,
     name="dora",
     label="DoRA: LoRA A/B + magnitude",
-    uses_rank=True,
-    placements=_placements,
     tensors=_tensors(dora=True),
     layer_saved=_layer_saved(dora=True),
-    first_layer_savings=_first_layer_savings,
     extra_terms=_dora_terms,
-    widens_mlp_output=LORA_ADAPTER.widens_mlp_output,
-    torch_module="vramplan.calibrate.adapters.peft_lora",
     speed=0.85,  # the weight norm each step
-    reasons=_lora_reasons,
     describe=lambda model, run, adapted: _describe(model, run, adapted).replace("LoRA", "DoRA", 1),
 )
