@@ -1,18 +1,18 @@
 """The HTML comparison report: methods side by side, sweeps, a fit matrix and, given a store, trust.
 
-`build_report` computes every number with the planner (the same estimates `vramplan estimate`
-prints, with the same calibration lookup) and hands them to the pure figure builders in
-`html_charts`; `html_page` lays them out with a table of the exact numbers under each chart.
+`build_report` takes every number from the planner (`planner.limits.compare_methods`,
+`planner.comparison`: the same estimates `vramplan estimate` prints, with the same calibration
+lookup) and hands them to the pure figure builders in `html_charts`; `html_page` lays them out
+with a table of the exact numbers under each chart. Nothing here estimates.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from ..planner.catalog import resolve_gpu, resolve_model
-from ..planner.errors import ConfigError, VramplanError
-from ..planner.estimator import estimate
+from ..planner.errors import ConfigError
+from ..planner import comparison
 from ..planner.methods import DEFAULT_METHODS, METHODS
 from .estimate_table import adapter_lines
 from ..planner.specs import GpuSpec, ModelSpec, RunConfig
@@ -20,12 +20,6 @@ from . import html_charts as charts
 from ..planner.units import GIB
 from .html_page import Cell, Chart, Section, Table, render_page
 
-FIT_SIZES = ("1b", "3b", "8b", "14b", "32b", "70b")  # size shorthands -> catalog models (planner.catalog.models.SIZE_DEFAULTS)
-SWEEPS = (
-    ("rank", "LoRA rank r", (4, 8, 16, 32, 64, 128, 256)),
-    ("batch", "micro-batch size", (1, 2, 4, 8, 16, 32)),
-    ("seq_len", "sequence length (tokens)", (256, 512, 1024, 2048, 4096, 8192, 16384)),
-)
 
 
 def _bytes_cell(n_bytes: int | None, digits: int = 3) -> Cell:
@@ -186,39 +180,23 @@ def _methods_section(gpus, methods, results) -> Section:
 
 def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections) -> Section | None:
     reference = gpus[0] if gpus else None
-    correction = corrections.get(_ref_key(gpus))
     chart_list = []
-    for field_name, label, values in SWEEPS:
-        sweep_methods = [m for m in methods if replace(run, method=m).uses_rank] if field_name == "rank" else list(methods)
-        if not sweep_methods:
-            continue
-        current = getattr(run, field_name)
-        xs = sorted(set(values) | {current})
-        series: dict[str, list[int | None]] = {}
-        for method in sweep_methods:
-            points = []
-            for value in xs:
-                try:
-                    point_run = replace(run, method=method, **{field_name: value})
-                    points.append(estimate(spec, point_run, reference, correction).breakdown.device_used_bytes)
-                except VramplanError:
-                    points.append(None)
-            series[method] = points
-        if not any(p is not None for points in series.values() for p in points):
-            continue
-        what = {"rank": "LoRA rank", "batch": "micro-batch size", "seq_len": "sequence length"}[field_name]
+    for sweep in comparison.sweeps(spec, run, methods, reference, corrections.get(_ref_key(gpus))):
+        shown = list(sweep.series)
+        what = {"rank": "LoRA rank", "batch": "micro-batch size", "seq_len": "sequence length"}[sweep.field]
+        no_rank = f"; {', '.join(charts.method_title(m) for m in sweep.skipped)} have no rank" if sweep.skipped else ""
         figure = charts.sweep_figure(
-            label, xs, series, gpus, current,
+            sweep.label, list(sweep.xs), sweep.series, gpus, sweep.current,
             title=f"Predicted peak (device used) vs {what}",
-            subtitle=f"{_short_name(spec)}; other settings as in this run" + (f"; {', '.join(charts.method_title(m) for m in methods if m not in sweep_methods)} have no rank" if field_name == "rank" and len(sweep_methods) < len(methods) else ""),
+            subtitle=f"{_short_name(spec)}; other settings as in this run{no_rank}",
         )
         rows = tuple(
-            (Cell(f"{x:,}" + (" (this run)" if x == current else "")), *[_bytes_cell(series[m][i], 2) for m in sweep_methods])
-            for i, x in enumerate(xs)
+            (Cell(f"{x:,}" + (" (this run)" if x == sweep.current else "")), *[_bytes_cell(sweep.series[m][i], 2) for m in shown])
+            for i, x in enumerate(sweep.xs)
         )
         limits = "; ".join(f"{g.name} {g.total_bytes / GIB:.2f} GiB" for g in gpus)
         table = Table(
-            columns=(label, *[f"{charts.method_title(m)}, GiB" for m in sweep_methods]),
+            columns=(sweep.label, *[f"{charts.method_title(m)}, GiB" for m in shown]),
             rows=rows,
             caption="Predicted device-used peak, GiB." + (f" GPU memory: {limits}." if gpus else ""),
         )
@@ -237,25 +215,11 @@ def _sweeps_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections)
 
 
 def _fit_matrix_section(spec: ModelSpec, run: RunConfig, gpus, methods, corrections) -> Section:
-    models: list[ModelSpec] = []
-    for size in FIT_SIZES:
-        candidate = resolve_model(size).spec
-        if candidate.name not in [m.name for m in models]:
-            models.append(candidate)
-    if spec.name not in [m.name for m in models]:
-        models.append(spec)
-    models.sort(key=lambda m: m.base_params)
+    models = comparison.fit_models(spec)
     labels = [
         f"{_short_name(m)} · {_params(m.base_params)}" + (" (this report)" if m.name == spec.name else "") for m in models
     ]
-    headroom: dict[tuple[int, str, str], int | None] = {}
-    for i, model in enumerate(models):
-        for gpu in gpus:
-            for method in methods:
-                try:
-                    headroom[(i, gpu.key, method)] = estimate(model, replace(run, method=method), gpu, corrections[gpu.key]).headroom_bytes
-                except VramplanError:
-                    headroom[(i, gpu.key, method)] = None
+    headroom = comparison.fit_headroom(models, run, methods, gpus, corrections)
     figure = charts.fit_matrix_figure(
         labels, gpus, list(methods), headroom,
         title="Which models fit: headroom per model, GPU and method",

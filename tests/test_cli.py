@@ -91,7 +91,7 @@ BAD_INPUTS = [
     (["--model", "8b", "--seq-len", "0"], "Error: --seq-len must be a whole number greater than 0, got 0"),
     (["--model", "8b", "--targets", "q,wq"], "Error: --targets 'wq' not in meta-llama/Meta-Llama-3-8B"),
     (["--model", "8b", "--gpu-mem", "lots"], "Error: --gpu-mem 'lots' is not a memory size; write a number and a unit, e.g. 22GiB or 24GB"),
-    (["--model", "8b", "--method", "ia3"], "Error: --method 'ia3' is not one of: full, lora, qlora, dora, qdora"),
+    (["--model", "8b", "--method", "ia3"], "Error: --method 'ia3' is not one of: full, lora, qlora, dora, qdora, adapter, adapter-pfeiffer, qadapter"),
     (["--model", "8b", "--optimizer", "lion"], "Error: Invalid value for '--optimizer': 'lion' is not one of"),
     (["--model", "8b", "--gpu", "t4", "--precision", "bf16"], "Error: NVIDIA Tesla T4 has no bf16 support: use --precision fp16 or fp16-mixed"),
     (["--model", "8b", "--gpu", "t4", "--gpu-mem", "16GB"], "Error: give either --gpu or --gpu-mem, not both"),

@@ -266,7 +266,7 @@ def _known_gpus() -> str:
     (("--model", "8b", "--gpu", "t4", "--precision", "bf16", "--out", "{tmp}/r.html"),
      "Error: NVIDIA Tesla T4 has no bf16 support: use --precision fp16 or fp16-mixed (and --adapter-dtype fp32 or fp16)"),
     (("--model", "8b", "--gpu", "t4", "--method", "lora,foo", "--out", "{tmp}/r.html"),
-     "Error: --method 'foo' is not one of: full, lora, qlora, dora, qdora"),
+     "Error: --method 'foo' is not one of: full, lora, qlora, dora, qdora, adapter, adapter-pfeiffer, qadapter"),
     (("--model", "8b", "--gpu", "t4", "--db", "{tmp}/none.db", "--out", "{tmp}/r.html"),
      "Error: --db {tmp}/none.db: no such measurement store; run `vramplan calibrate --db {tmp}/none.db` first or leave --db out"),
     (("--model", "8b", "--gpu", "t4", "--out", "{tmp}/missing/r.html"), "Error: --out {tmp}/missing/r.html: the folder {tmp}/missing does not exist"),
