@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from .cli import RunOptions, _split, cli, options_from_kwargs, run_options
+from .interop_cmd import from_option
 from .planner.catalog import custom_gpu, resolve_gpu, resolve_model
 from .planner.errors import ConfigError
 from .planner.methods import DEFAULT_METHODS, METHODS
@@ -100,12 +101,13 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @run_options
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration for --gpu to use [default: the user data directory, if it exists].")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Estimate the config of a plan file written by `vramplan recommend --out`: its model, GPU, settings and --gpus/--strategy/--offload (flags given win).")
+@from_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: methods side by side and setting sweeps.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
 @click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
-def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gpus, strategy, offload, **kwargs):
+def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -121,6 +123,13 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gp
         check_out_path(html_path, "--html")
     if plan_path is not None:
         model, gpu_spec, base_run, chosen, parallel = _from_plan(plan_path, model, gpu, gpu_mem, methods, options, gpus, strategy, offload)
+    elif from_files:
+        from .interop_cmd import describe, from_tool_configs
+
+        gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
+        model, base_run, chosen, parallel, imported, notes, _ = from_tool_configs(from_files, model, gpu_spec, methods, options, gpus, strategy, offload)
+        for line in describe(imported, notes):
+            click.echo(line, err=as_json)
     else:
         if not model:
             raise ConfigError("--model is required (or --plan FILE)")
@@ -140,7 +149,12 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, as_json, html_path, gp
     if as_json:
         from .reports.estimate_json import estimate_document
 
-        click.echo(json.dumps(estimate_document(results, resolved.note), indent=2))
+        document = estimate_document(results, resolved.note)
+        if from_files:
+            from .interop_cmd import summary
+
+            document["from"] = summary(imported, notes)
+        click.echo(json.dumps(document, indent=2))
     else:
         from rich.console import Console
 

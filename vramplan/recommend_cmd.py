@@ -8,16 +8,18 @@ from pathlib import Path
 import click
 
 from .cli import cli
+from .interop_cmd import export_methods, from_option
+from .planner.interop import EXPORTS
 from .planner.errors import ConfigError
 from .planner.methods import METHOD_KEYS
 from .planner.advisor import GOALS
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="Catalog id, alias, size (8b) or a local config.json / model directory.")
+@click.option("--model", "-m", default=None, help="[required unless --from] Catalog id, alias, size (8b) or a local config.json / model directory.")
 @click.option("--gpu", "-g", default=None, help="GPU key (see `vramplan gpus`).")
 @click.option("--gpu-mem", default=None, help="Any other GPU by memory, e.g. 22GiB.")
-@click.option("--dataset", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSONL dataset: sets the size and the sequence length (p99 of its token lengths).")
+@click.option("--dataset", type=click.Path(path_type=Path), default=None, help="Dataset (JSONL, JSON, CSV, Parquet, or a datasets save_to_disk folder): sets the size and the sequence length (p99 of its token lengths).")
 @click.option("--dataset-size", type=int, default=None, help="Number of training examples (when there is no --dataset).")
 @click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
 @click.option("--goal", type=click.Choice(GOALS), default="quality", show_default=True)
@@ -25,10 +27,12 @@ from .planner.advisor import GOALS
 @click.option("--method", "methods", multiple=True, help=f"Methods to consider, comma-separated or repeated: {', '.join(METHOD_KEYS)} [default: all].")
 @click.option("--top", type=int, default=5, show_default=True, help="How many alternatives to show.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store whose calibration to use.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the best config as a plan file (.json, .yaml) for `run --plan` and `estimate --plan`; with --export, the tool's config.")
+@from_option
+@click.option("--export", "export_kind", type=click.Choice(EXPORTS), default=None, help="Write the best config for another tool to --out instead of a plan file: trl (trl sft --config), axolotl, llama-factory, accelerate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, methods, top, db, out, as_json, html_path):
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     \b
@@ -44,6 +48,15 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
         from .reports.html_report import check_out_path
 
         check_out_path(html_path, "--html")
+    from_lines = []
+    if from_files:
+        from .interop_cmd import recommend_inputs
+
+        model, seq_len, gpus, from_lines = recommend_inputs(from_files, model, seq_len, gpus)
+    elif not model:
+        raise ConfigError("--model is required (or --from FILE)")
+    if export_kind is not None and out is None:
+        raise ConfigError(f"--export {export_kind} needs --out FILE (where to write the {export_kind} config)")
     gpu_spec = resolve_gpu_flags(gpu, gpu_mem)
     if gpu_spec is None:
         raise ConfigError("recommend needs a GPU: --gpu KEY (see `vramplan gpus`) or --gpu-mem SIZE")
@@ -73,7 +86,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
 
         corrections = corrections_for(gpu_spec, db)
     ratio, margin_note = margin_ratio_for(corrections)
-    chosen = parse_methods(methods, default=METHOD_KEYS)
+    chosen = export_methods(export_kind, parse_methods(methods, default=METHOD_KEYS))
     recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, methods=chosen, top=top, gpus=gpus)
     from .reports.advice import advice_document, config_of
 
@@ -84,8 +97,15 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
         best = recs[0]
         local = Path(model).expanduser()  # a local model is recorded by its path, so the plan reads back from anywhere
         planned_model = str(local.resolve()) if local.exists() else resolved.spec.name
-        write_plan(out, plan_document(planned_model, document["gpu"], best.run, best.parallel,
-                                      training=config_of(best), goal=goal, reasons=best.reasons))
+        plan = plan_document(planned_model, document["gpu"], best.run, best.parallel, training=config_of(best), goal=goal, reasons=best.reasons)
+        if export_kind is not None:
+            from .interop_cmd import write_export
+
+            from_lines += [f"{export_kind}: {note}" for note in write_export(export_kind, out, plan, dataset, from_files)]
+        else:
+            write_plan(out, plan)
+    for line in from_lines:
+        click.echo(line, err=as_json)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
@@ -95,7 +115,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
 
         render_advice(Console(), document)
         if out is not None:
-            click.echo(f"plan written to {out}")
+            click.echo(f"{export_kind + ' config' if export_kind else 'plan'} written to {out}")
     if html_path is not None:
         from .commands import wrote
         from .reports.html_report import write_report
