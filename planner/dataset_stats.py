@@ -56,9 +56,20 @@ def read_texts(path: Path) -> list[str]:
     Raises:
         ConfigError: missing file, a malformed line (file:line), or no rows.
     """
-    if not path.is_file():
+    from .interop.rows import data_format, is_dataset_dir, table_rows
+
+    if not path.is_file() and not is_dataset_dir(path):
         raise ConfigError(f"--dataset {path} does not exist")
     texts = []
+    if data_format(path) != "jsonl":  # JSON, CSV, Parquet, save_to_disk: through the datasets library
+        for location, row in table_rows(path, "--dataset"):
+            try:
+                texts.append(row_text(row))
+            except ValueError as exc:
+                raise ConfigError(f"{location}: {exc}") from None
+        if not texts:
+            raise ConfigError(f"--dataset {path} has no rows")
+        return texts
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

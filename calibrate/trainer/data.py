@@ -188,6 +188,13 @@ def _parse_line(line: str):
 
 def _read_rows(path: Path, tokenizer, skip_bad_rows: bool, ds: Dataset):
     """Yield (ids, labels) per usable row; malformed rows raise or are counted."""
+    from vramplan.planner.interop.rows import data_format
+
+    if data_format(path) != "jsonl":  # JSON, CSV, Parquet, save_to_disk: through the datasets library
+        from .datasets_io import read_table_rows
+
+        yield from read_table_rows(path, tokenizer, skip_bad_rows, ds)
+        return
     with path.open(encoding="utf-8-sig") as handle:  # tolerates a byte-order mark
         lineno = 0
         try:
@@ -228,8 +235,10 @@ def load_dataset(path, tokenizer, seq_len: int, skip_bad_rows: bool = False, eva
             or no row left with anything to learn.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--data {path}: no such file; give a JSONL file with one example per line")
+    from vramplan.planner.interop.rows import FORMATS, is_dataset_dir
+
+    if not path.is_file() and not is_dataset_dir(path):
+        raise DataError(f"--data {path}: no such file; give {FORMATS} with one example per row")
     ds = Dataset(path=path, train=[], eval=[], rows=0)
     examples = []
     for ids, labels in _read_rows(path, tokenizer, skip_bad_rows, ds):

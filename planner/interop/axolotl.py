@@ -16,6 +16,7 @@ from pathlib import Path
 from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, row_shape, split_names
 from .parallel import map_deepspeed, map_fsdp
 from .plan_view import ExportPlan
+from .rows import dataset_entry
 
 KEY = "axolotl"
 NO_EFFECT = (
@@ -255,7 +256,11 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
         doc["fsdp_config"] = {"fsdp_offload_params": parallel.offload != "none", "fsdp_use_orig_params": True,
                               "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "fsdp_state_dict_type": "FULL_STATE_DICT"}
     if not base or "datasets" not in base:
-        doc["datasets"] = [{"path": plan.dataset or "REPLACE-WITH-YOUR-DATA.jsonl", "type": DATASET_TYPES[row_shape(plan.dataset)]}]
+        entry = {"path": "REPLACE-WITH-YOUR-DATA.jsonl", "ds_type": "json"}
+        if plan.dataset:
+            local = dataset_entry(plan.dataset)
+            entry = {"path": str(Path(plan.dataset).expanduser().resolve())} if local["path"] == "arrow" else {"path": local["data_files"], "ds_type": local["path"]}
+        doc["datasets"] = [{**entry, "type": DATASET_TYPES[row_shape(plan.dataset)]}]
         if not plan.dataset:
             notes.append("datasets: a placeholder path; put your data there")
     doc.setdefault("output_dir", "./outputs/vramplan")

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, split_names
 from .parallel import deepspeed_document, map_deepspeed, map_fsdp
 from .plan_view import ExportPlan
+from .rows import dataset_entry
 
 KEY = "trl"
 # transformers 5.x TrainingArguments fields that do not change a training step's memory (and 4.x names)
@@ -224,8 +225,8 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
     dtype, bf16, fp16 = WEIGHTS[run.precision]
     doc = {key: value for key, value in (base or {}).items() if key not in MEMORY_KEYS}
     doc = {"model_name_or_path": plan.model, "dtype": dtype, "attn_implementation": EXPORT_ATTENTION[run.attention], **doc}
-    if plan.dataset and "dataset_name" not in doc:
-        doc["dataset_name"] = plan.dataset
+    if plan.dataset and "dataset_name" not in doc and "datasets" not in doc:
+        doc["datasets"] = [dataset_entry(plan.dataset)]  # TRL's dataset mixture: load_dataset(path, data_files=...)
     if plan.adapter:
         doc.update(use_peft=True, lora_r=run.rank, lora_alpha=run.lora_alpha, lora_dropout=run.dropout,
                    lora_target_modules=list(plan.targets), use_dora=plan.adapter == "dora", use_rslora=plan.use_rslora)
@@ -251,7 +252,7 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
                num_train_epochs=plan.epochs)
     doc.setdefault("logging_steps", 10)
     doc.setdefault("report_to", "none")
-    if not plan.dataset and "dataset_name" not in doc:
+    if not plan.dataset and "dataset_name" not in doc and "datasets" not in doc:
         notes.append("dataset_name: not set; add yours (a hub dataset or a local folder) or pass --dataset_name to trl sft")
     notes.append("launch: " + plan.launch_note("trl sft --config FILE"))
     return doc, notes
