@@ -34,8 +34,12 @@ def error_rows(records: list[RunRecord], current: bool = False) -> list[dict]:
     """One row per measured run (ok ones get errors; oom/error ones are listed with their outcome).
 
     By default the estimate is the one stored with the run (made before it ran); `current`
-    re-estimates every run with this version of the model instead.
+    re-estimates every run with this version of the model instead. A config measured more than
+    once counts once: its latest measurement (`calibrate.resume.latest_per_config`).
     """
+    from .resume import latest_per_config
+
+    records = latest_per_config(records)
     if current:
         records = [
             replace(r, est_peak_allocated_bytes=a, est_peak_reserved_bytes=b, est_device_used_bytes=c)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..planner.errors import VramplanError
+from ..planner.errors import BusyError, FileAccessError, VramplanError
 
 SOURCES = ("cuda", "cpu", "trace")
 OUTCOMES = ("ok", "oom", "error")
@@ -69,6 +69,10 @@ MIGRATIONS = [
 
 class StoreError(VramplanError):
     """The store file cannot be used; the message says why and what to do."""
+
+
+class StoreBusyError(StoreError, BusyError):
+    """Another process holds the store's write lock; retrying later works."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,15 @@ def _record(row: sqlite3.Row) -> RunRecord:
 def _store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
     message = str(exc)
     if "locked" in message or "busy" in message:
-        return StoreError(f"{path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s); retry when it finishes")
+        return StoreBusyError(f"{path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s); retry when it finishes")
     if "not a database" in message or "malformed" in message or "corrupt" in message:
         return StoreError(f"{path} is not a readable vramplan store ({message}); nothing was changed: move it aside or pass another --db path")
+    if "readonly" in message or "read-only" in message or "unable to open" in message:
+        return _StoreAccessError(f"{path}: {message}: the store cannot be written there; pass --db in a folder you can write to")
+    if "disk" in message and "full" in message:
+        return _StoreAccessError(f"{path}: {message}: free some space or pass --db on another disk")
     return StoreError(f"{path}: {message}")
+
+
+class _StoreAccessError(StoreError, FileAccessError):
+    """The store's file or folder cannot be written (read-only, full, permission)."""

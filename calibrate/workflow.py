@@ -57,11 +57,12 @@ def select_matrix(device: str, preset: str, models: tuple[str, ...] = (), method
 class MatrixResult:
     """What a measured matrix left in the store."""
 
-    runs: int
+    runs: int  # measured now
     counts: dict[str, int]  # outcome (ok, oom, error) -> runs
     corrections: Corrections  # fitted over every stored run of this device and stack
     device_name: str
     store_path: Path
+    skipped: int = 0  # configs the store already held a measurement of (not measured again)
 
 
 def run_matrix(
@@ -72,6 +73,8 @@ def run_matrix(
     command: str | None = None,
     before: Callable[[str, RunConfig], None] | None = None,
     after: Callable[[RunRecord], None] | None = None,
+    redo: bool = False,
+    on_skip: Callable[[str, RunConfig], None] | None = None,
 ) -> MatrixResult:
     """Estimate, measure and store every run, then fit and store the calibration of this device and stack.
 
@@ -82,33 +85,43 @@ def run_matrix(
         db: the store path (None: the user data directory).
         command: the command line, stored with each run.
         before, after: called around each run (progress display).
+        redo: measure configs the store already holds a measurement of (by default they are skipped,
+            so a killed matrix re-run finishes where it stopped: `calibrate.resume`).
+        on_skip: called for each config skipped as already measured.
     """
     from vramplan.planner.catalog import gpu_for_device_name
 
     from .environment import environment
     from .fit import fit_corrections, held_out_worst_pct
-    from .runner import measure_and_store
+    from .resume import latest_per_config, measured_keys, planned_key
+    from .runner import measure_and_store, model_for
 
     env = environment("cpu" if device == "trace" else device)
     if device == "trace":
         env["device_name"] = "fake-cuda-trace"
     gpu = gpu_for_device_name(env["device_name"]) if device == "cuda" else None
-    counts = {"ok": 0, "oom": 0, "error": 0}
+    counts, skipped = {"ok": 0, "oom": 0, "error": 0}, 0
     with Store.open(db) as store:
+        done = set() if redo else measured_keys(store.runs(source=device, device_name=env["device_name"]))
         for model_name, run in matrix:
+            if done and planned_key(device, env, model_name, model_for(model_name)[0], run) in done:
+                skipped += 1
+                if on_skip is not None:
+                    on_skip(model_name, run)
+                continue
             if before is not None:
                 before(model_name, run)
             record = measure_and_store(store, model_name, run, device, env, gpu, steps, command)
             counts[record.outcome] += 1
             if after is not None:
                 after(record)
-        records = [r for r in store.runs(source=device, device_name=env["device_name"]) if r.stack == env["stack"]]
+        records = latest_per_config([r for r in store.runs(source=device, device_name=env["device_name"]) if r.stack == env["stack"]])
         corrections = replace(fit_corrections(records, f"{env['device_name']} / {env['stack']}"), held_out_worst_pct=held_out_worst_pct(records))
         store.add_calibration(
             env["device_name"], env["stack"], corrections.__dict__, [r.id for r in records if r.outcome == "ok"],
             {"runs": len(records)}, gpu_key=gpu.key if gpu else None,
         )
-    return MatrixResult(len(matrix), counts, corrections, env["device_name"], Path(store.path))
+    return MatrixResult(len(matrix) - skipped, counts, corrections, env["device_name"], Path(store.path), skipped)
 
 
 # ---------------------------------------------------------------- the error table
@@ -132,15 +145,19 @@ def error_report(db=None, current: bool = False, allow_empty: bool = False) -> E
     """
     from .report import error_rows
 
+    from .resume import duplicates
+
     with Store.open(db) as store:
         records = store.runs()
-    rows = error_rows(records, current=current)
+    rows = error_rows(records, current=current)  # one row per config: a config measured twice counts once
     if not rows and not allow_empty:
         raise ConfigError(f"the store {db or 'at the default path'} holds no runs yet: run `vramplan calibrate` first")
     excluded: dict[str, int] = {}
     for row in rows:
         if row["outcome"] != "ok":
             excluded[row["outcome"]] = excluded.get(row["outcome"], 0) + 1
+    if duplicates(records):
+        excluded["repeated measurement (the latest counts)"] = duplicates(records)
     return ErrorReport(rows, excluded)
 
 

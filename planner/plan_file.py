@@ -119,17 +119,21 @@ def write_plan(path: Path, plan: dict) -> None:
     """Write JSON, or YAML when the name ends in .yaml/.yml.
 
     Raises:
-        ConfigError: `plan` is not one `read_plan` would accept.
+        ConfigError: `plan` is not one `read_plan` would accept, or the folder does not exist.
+        FileAccessError: the file cannot be written (read-only, disk full); nothing is left behind.
     """
     path = Path(path)
     document = {"vramplan_plan": PLAN_VERSION, **plan}
     validate_plan(document, f"plan {path}")
+    from .files import atomic_write, check_output_file
+
+    check_output_file(path, "--out")
     if _is_yaml(path):
         import yaml
 
-        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        atomic_write(path, yaml.safe_dump(document, sort_keys=False), "--out")
     else:
-        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        atomic_write(path, json.dumps(document, indent=2) + "\n", "--out")
 
 
 # ---------------------------------------------------------------- reading
@@ -146,6 +150,10 @@ def read_plan(path: Path, label: str | None = None) -> dict:
     """
     path = Path(path)
     label = label or f"--plan {path}"
+    if path.is_dir():
+        raise ConfigError(f"{label} is a directory; give the plan file `vramplan recommend --out` wrote")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{label} is not a regular file; give the plan file `vramplan recommend --out` wrote")
     if not path.is_file():
         raise ConfigError(f"{label} does not exist; make one with `vramplan recommend ... --out {path.name}`")
     try:

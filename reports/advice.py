@@ -76,6 +76,8 @@ def render_advice(console: Console, document: dict) -> None:
     )
     if document.get("dataset"):
         head += document["dataset"] + "\n"
+    if document.get("context_window"):
+        head += document["context_window"] + "\n"
     lines = [f"[bold]{method_title(cfg['method'])}[/bold]"]
     if cfg["rank"]:
         lines.append(f"r={cfg['rank']} α={cfg['alpha']:g} on {cfg['target_preset']} ({','.join(cfg['targets'])})")

@@ -404,24 +404,23 @@ def check_out_path(path, flag: str = "--out") -> Path:
 
     Raises:
         ConfigError: the path is a directory or its folder does not exist.
+        FileAccessError: the folder is read-only, not writable, or too full for the page (~5 MB).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a directory; give a file name such as {path / 'report.html'}")
-    if not path.parent.exists():
-        raise ConfigError(f"{flag} {path}: the folder {path.parent} does not exist")
-    return path
+    from ..planner.files import check_output_file
+
+    return check_output_file(path, flag, need_bytes=6 * 10**6)
 
 
 def write_report(path, html: str, flag: str = "--out") -> int:
-    """Write the report as UTF-8; returns its size in bytes.
+    """Write the report as UTF-8, whole or not at all; returns its size in bytes.
 
     Raises:
         ConfigError: the path is a directory or its folder does not exist.
+        FileAccessError: the write failed (disk full, read-only); no temporary file is left behind.
     """
-    path = check_out_path(path, flag)
-    data = html.encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return len(data)
+    from ..planner.files import atomic_write
+
+    path = Path(path)
+    if path.is_dir() or not path.parent.is_dir():
+        check_out_path(path, flag)
+    return atomic_write(path, html, flag)

@@ -7,20 +7,22 @@ from dataclasses import dataclass
 
 import click
 
-from .planner.errors import VramplanError
 from .planner.methods import method_options
 from .planner.specs import ADAPTER_DTYPES, ATTENTIONS, OPTIMIZERS, PRECISIONS
 
 
 
 class VramplanGroup(click.Group):
-    """Turns domain errors into one-line `Error: ...` messages, never tracebacks."""
+    """Turns every failure into a one-line `Error: ...` (JSON on stdout with --json) and its exit code, never a traceback."""
 
     def invoke(self, ctx):
+        as_json = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the subcommand's own args
         try:
             return super().invoke(ctx)
-        except VramplanError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (errors_json sorts them; click's own pass through)
+            from .errors_json import handle
+
+            handle(exc, as_json)
 
 
 @click.group(cls=VramplanGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +77,7 @@ def run_options(func):
         click.option("--attention", type=click.Choice(ATTENTIONS), default="sdpa", show_default=True),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="NF4 double quantization (QLoRA/QDoRA)."),
         click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default="fp32", show_default=True, help="Adapter dtype (fp32 is peft's default)."),
+        click.option("--allow-long-context", is_flag=True, help="Allow a --seq-len beyond the model's context window (refused otherwise), and show max seq len beyond it."),
     ]
     for method_option in method_options():  # flags only some methods have, from their records
         kind = click.Choice(method_option.choices) if method_option.choices else method_option.kind

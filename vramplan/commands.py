@@ -114,8 +114,10 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
     Example:
       vramplan estimate --model 8b --gpu t4 --rank 16 --targets all-linear
     """
+    from . import preflight
     from .planner.limits import compare_methods
 
+    allow_long = kwargs.pop("allow_long_context")
     options = options_from_kwargs(kwargs)
     if html_path is not None:
         from .reports.html_report import check_out_path
@@ -139,17 +141,22 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
         chosen = parse_methods(methods)
         base_run = build_run(options, chosen[0], gpu_spec)
         parallel = parallel_plan(gpus, strategy, offload)
-    resolved = resolve_model(model)
+    resolved = preflight.resolve_checked(model)
+    checks = preflight.check_planned(resolved, base_run, chosen, allow_long, plan_path is not None or bool(from_files) or _typed("seq_len"))
+    base_run = checks.run
     corrections = None
     if gpu_spec is not None and (db is not None or gpu_spec.key != "custom"):
         from .calibrate.lookup import corrections_for
 
         corrections = corrections_for(gpu_spec, db)
-    results = compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections, parallel)
+    results = checks.cap(compare_methods(resolved.spec, base_run, chosen, gpu_spec, corrections, parallel))
+    if not as_json:  # with --json the notes are in the document
+        checks.echo()
     if as_json:
         from .reports.estimate_json import estimate_document
 
         document = estimate_document(results, resolved.note)
+        document.update(checks.json_fields())
         if from_files:
             from .interop_cmd import summary
 

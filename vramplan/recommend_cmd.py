@@ -22,6 +22,7 @@ from .planner.advisor import GOALS
 @click.option("--dataset", type=click.Path(path_type=Path), default=None, help="Dataset (JSONL, JSON, CSV, Parquet, or a datasets save_to_disk folder): sets the size and the sequence length (p99 of its token lengths).")
 @click.option("--dataset-size", type=int, default=None, help="Number of training examples (when there is no --dataset).")
 @click.option("--seq-len", "-s", type=int, default=None, help="Fix the sequence length [default: from --dataset, else 2048].")
+@click.option("--allow-long-context", "allow_long", is_flag=True, help="Allow a --seq-len beyond the model's context window (refused otherwise; a dataset's p99 is cut to it).")
 @click.option("--goal", type=click.Choice(GOALS), default="quality", show_default=True)
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs of this kind to use: each config gets the least sharding that fits (DDP, ZeRO-2, FSDP full shard).")
 @click.option("--method", "methods", multiple=True, help=f"Methods to consider, comma-separated or repeated: {', '.join(METHOD_KEYS)} [default: all].")
@@ -32,16 +33,16 @@ from .planner.advisor import GOALS
 @click.option("--export", "export_kind", type=click.Choice(EXPORTS), default=None, help="Write the best config for another tool to --out instead of a plan file: trl (trl sft --config), axolotl, llama-factory, accelerate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path):
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     \b
     Example:
       vramplan recommend --model 8b --gpu t4 --dataset-size 5000 --out plan.yaml
     """
+    from . import preflight
     from .commands import parse_methods, resolve_gpu_flags
     from .planner.advisor import recommend as advise
-    from .planner.catalog import resolve_model
     from .planner.margin import margin_ratio_for
 
     if html_path is not None:
@@ -65,8 +66,11 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
             raise ConfigError(f"{flag} must be greater than 0, got {value}")
     if dataset is not None and dataset_size is not None:
         raise ConfigError("give either --dataset or --dataset-size, not both")
-    resolved = resolve_model(model)
-    extra = {}
+    resolved = preflight.resolve_checked(model)
+    preflight.check_plan_out(out)
+    if dataset is not None:
+        preflight.check_data_file(dataset, "--dataset")
+    window, extra = preflight.recommend_window(resolved, seq_len, allow_long), {}
     if dataset is not None:
         from .planner.dataset_stats import dataset_stats
 
@@ -74,12 +78,12 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, goal, gpus, m
         tokenizer_dir = (local if local.is_dir() else local.parent) if local.exists() else None
         stats = dataset_stats(dataset, tokenizer_dir)
         dataset_size = stats.examples
-        seq_len = seq_len or stats.seq_len()
+        seq_len = seq_len or preflight.within(stats.seq_len(), window, allow_long, extra, "the dataset's p99")
         extra["dataset"] = (
             f"dataset {dataset.name}: {stats.examples:,} examples, tokens p50 {stats.p50_tokens:,} / p99 {stats.p99_tokens:,} "
             f"({stats.counted_with}); seq-len {seq_len} truncates {stats.truncated(seq_len):,} of them"
         )
-    seq_len = seq_len or 2048
+    seq_len = seq_len or preflight.within(2048, window, allow_long, extra, "the default")
     corrections = None
     if gpu_spec.key != "custom" or db is not None:
         from .calibrate.lookup import corrections_for

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .planner.methods import DEFAULT_METHODS, METHODS
@@ -29,10 +31,13 @@ def report(model, gpu_keys, methods, db, run_dir, out, **kwargs):
     Example:
       vramplan report --model 8b --gpu t4 --gpu l4 --out report.html
     """
+    from . import preflight
     from .commands import build_run, parse_methods, wrote
     from .planner.catalog import resolve_gpu
     from .reports.html_report import build_report, write_report
 
+    preflight.check_html(out, "--out")  # before any work: the page is the point of the command
+    allow_long = kwargs.pop("allow_long_context")
     options = options_from_kwargs(kwargs)
     keys = _split(gpu_keys)
     if not keys:
@@ -40,5 +45,12 @@ def report(model, gpu_keys, methods, db, run_dir, out, **kwargs):
     gpus = [resolve_gpu(key) for key in keys]
     chosen = parse_methods(methods)
     run = build_run(options, chosen[0], _reference_gpu(gpus))
+    if db is not None and Path(db).exists():  # a missing one: build_report says so
+        from .calibrate.store_check import check_store
+
+        check_store(db, write=False)
+    checks = preflight.check_planned(preflight.resolve_checked(model), run, chosen, allow_long, "seq_len" in preflight.typed_flags())
+    checks.echo()
+    run = checks.run
     html = build_report(model, keys, run, chosen, db_path=db, run_dir=run_dir)
     wrote(out, write_report(out, html))

@@ -160,6 +160,10 @@ def apply_parallel(ctx: click.Context, params: dict, planned: dict, plan) -> lis
 
 
 def _detected_gpu(device: str | None):
+    from .preflight import default_device
+
+    if default_device(device) != "cuda":
+        return None
     import torch
 
     from .calibrate.trainer.model_dir import capacity_gpu
@@ -208,42 +212,49 @@ def run_command(ctx, **params):
     Example:
       vramplan run --apply-recommendation --model ./my-model --data train.jsonl --out runs/first
     """
-    from .calibrate.trainer.loop import TrainConfig, train
-    from .calibrate.trainer.model_dir import check_model_path
+    from . import preflight  # every check before torch loads: nothing here imports it without a GPU driver
     from .commands import build_run, resolve_gpu_flags
     from .planner.plan_file import read_plan
 
     html_path = params.pop("html_path")
-    if html_path is not None:
-        from .reports.html_report import check_out_path
-
-        check_out_path(html_path, "--html")
+    allow_long = params.pop("allow_long_context")
+    preflight.check_html(html_path)
     notes, extras = [], {}
     gpu_spec = resolve_gpu_flags(params.pop("gpu"), params.pop("gpu_mem"))
-    model_dir = check_model_path(params.pop("model"))
+    model_dir, model_config = preflight.check_model_dir(params.pop("model"))
+    preflight.check_data_file(params["data"])
     target_gpu = gpu_spec or _detected_gpu(params["device"])
-    plan = params.pop("plan")
+    plan, planned_seq = params.pop("plan"), False
     if plan:
         doc = read_plan(Path(plan))
+        planned_seq = (doc.get("config") or {}).get("seq_len") is not None
         notes += check_plan_target(doc, plan, model_dir, target_gpu, params["force"])
         plan_notes, extras = apply_plan(ctx, params, doc, plan)
         notes += plan_notes
     for note in notes:  # before any refusal below: they say where the settings came from
         click.echo(f"note: {note}", err=True)
     gpus, strategy = params.pop("gpus"), params.pop("strategy")
+    device = preflight.default_device(params["device"])
     if gpus != 1 or strategy is not None:  # after the plan: its gpus and strategy count too
-        import torch
-
         from .calibrate.trainer.distributed import check_launch
 
-        device = params["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
         check_launch(gpus, strategy, device, params["resume"], params["auto_fallback"])
     params.pop("apply_recommendation")
     method = params.pop("method")
     run = build_run(options_from_kwargs(params), method, target_gpu)
     if params["merge"] and run.has_adapter and not run.method_record.adapter.mergeable:
         raise ConfigError(f"--merge: {run.method_record.title} adapters have a nonlinearity and cannot be merged into the base weights; leave --merge out (the adapter saves and reloads on its own)")
+    run, spec = _preflight_run(ctx, run, model_dir, model_config, planned_seq, allow_long, device, params)
     out = Path(params["out"]) if params["out"] else Path("runs") / f"{model_dir.resolve().name}-{run.method}"
+    preflight.check_out_dir(out, params["resume"], preflight.output_bytes(spec, run, merge=params["merge"]))
+    from .calibrate.store_check import check_store
+
+    check_store(params["db"], write=True)
+    from .quiet import quiet_libraries
+
+    quiet_libraries(lambda message: click.echo(message, err=True), progress=not params["no_progress"])
+    from .calibrate.trainer.loop import TrainConfig, train
+
     config = TrainConfig(
         model_path=model_dir, data_path=Path(params["data"]), out_dir=out, run=run, grad_accum=params["grad_accum"],
         learning_rate=params["lr"], epochs=params["epochs"], max_steps=params["max_steps"], save_every=params["save_every"],
@@ -266,6 +277,30 @@ def run_command(ctx, **params):
         from .reports.html_sections import run_page
 
         wrote(html_path, write_report(html_path, run_page(out, params["db"]), "--html"))
+
+
+def _preflight_run(ctx, run, model_dir, model_config, planned_seq, allow_long, device, params):
+    """The run against the model (context window, bounds) and, on CPU, against the RAM; (run, spec)."""
+    from dataclasses import replace
+
+    from . import preflight
+    from .planner.inventory import spec_from_path
+
+    given = _typed(ctx, "seq_len") or planned_seq
+    forced = given and params["force"] and not allow_long  # --force starts what would be refused, and says so
+    seq_len, note, window = preflight.sequence_length(run.seq_len, given, model_config, str(model_dir), allow_long or forced)
+    if forced and window is not None and run.seq_len > window.tokens:
+        note = f"--seq-len {run.seq_len} is beyond the model's context window ({window.tokens:,} tokens); starting anyway (--force)"
+    if note:
+        click.echo(f"note: {note}", err=True)
+        run = replace(run, seq_len=seq_len)
+    spec, _ = spec_from_path(model_dir)
+    preflight.check_run(spec, run)
+    if device == "cpu":
+        note = preflight.check_cpu_ram(spec, run, params["force"])
+        if note:
+            click.echo(f"note: {note}", err=True)
+    return run, spec
 
 
 def _summary(result, db) -> None:

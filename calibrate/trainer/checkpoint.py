@@ -15,71 +15,17 @@ the previous checkpoint intact.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from vramplan.planner.errors import ConfigError
-
 from ..adapters import module_of
+from .marker import FORMAT, MARKER, claim_out_dir, read_marker, write_marker  # noqa: F401  (the marker lives there, torch-free)
 
-MARKER = "vramplan-run.json"
-FORMAT = "vramplan-run/1"
 STATE_FILE = "trainer_state.pt"
 FULL_WEIGHTS = "model.safetensors"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------- the marker
-def read_marker(out_dir: Path) -> dict | None:
-    file = out_dir / MARKER
-    if not file.is_file():
-        return None
-    try:
-        marker = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{file} is not readable ({exc}); move the directory aside or pass another --out") from None
-    if not isinstance(marker, dict) or marker.get("format") != FORMAT:
-        raise ConfigError(f"{file} is not a vramplan run marker; pass another --out")
-    return marker
-
-
-def write_marker(out_dir: Path, marker: dict) -> None:
-    marker = {**marker, "format": FORMAT, "updated_at": _now()}
-    marker.setdefault("created_at", marker["updated_at"])
-    tmp = out_dir / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(out_dir / MARKER)
-
-
-def claim_out_dir(out_dir: Path, resume: bool, allow: tuple[str, ...] = ()) -> dict | None:
-    """Check ``out_dir`` may be used; returns the marker of the run to resume (None: a fresh run).
-
-    Raises:
-        ConfigError: it holds a run and ``resume`` is off, it holds other files, or there is
-            nothing to resume.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is a file; give a directory")
-    marker = read_marker(out_dir) if out_dir.is_dir() else None
-    if marker is not None and not resume:
-        raise ConfigError(
-            f"--out {out_dir} already holds a run (status {marker.get('status', '?')}, step {marker.get('step', 0)}): "
-            "pass --resume to continue it, or another --out for a new run"
-        )
-    if marker is None and out_dir.is_dir() and any(p.name not in allow for p in out_dir.iterdir()):
-        raise ConfigError(f"--out {out_dir} is not empty and holds no vramplan run; give a new or empty directory")
-    if marker is None and resume:
-        raise ConfigError(f"--resume: {out_dir} holds no run to resume; drop --resume to start one there")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return marker
 
 
 # ---------------------------------------------------------------- weights

@@ -20,6 +20,9 @@ MIN_SEQ_LEN = 128  # below this the run is no longer the run that was asked for
 class DoesNotFitError(ConfigError):
     """The estimate says the run needs more memory than the device has."""
 
+    exit_code = 3  # the exit code of `ResourceError`: does not fit
+    kind = "does-not-fit"
+
 
 def _smaller_batch(batch: int) -> int:
     """The largest divisor of ``batch`` at most half of it: the effective batch stays exact."""

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from vramplan.planner.errors import ConfigError, VramplanError
+from vramplan.planner.errors import ConfigError, ResourceError, TrainingFailed, VramplanError
 from vramplan.planner.estimator import estimate
 from vramplan.planner.inventory import spec_from_path
 from vramplan.planner.specs import GpuSpec, RunConfig
@@ -32,6 +32,7 @@ from ..environment import environment
 from ..runner import is_oom
 from ..store import Store
 from . import checkpoint as ckpt
+from .marker import owner
 from .data import IGNORE, Batches, eval_batches, load_dataset, steps_per_epoch, truncate_examples
 from .fallback import check_fits, next_config_down
 from .meter import make_meter, progress_bar
@@ -48,8 +49,11 @@ RESUME_MUST_MATCH = ("method", "rank", "alpha", "targets", "optimizer", "precisi
 class TrainingInterrupted(VramplanError):
     """Ctrl-C: a checkpoint was saved (when there was progress) and the run recorded."""
 
+    exit_code = 130
+    kind = "interrupted"
 
-class TrainingOutOfMemory(VramplanError):
+
+class TrainingOutOfMemory(ResourceError):
     """The device ran out of memory; the message proposes the next config down."""
 
 
@@ -199,7 +203,7 @@ class _Session:
         self.marker.update(
             status=status, step=step, run=_plain(run), grad_accum=accum, learning_rate=self.c.learning_rate,
             model=str(self.model.path.resolve()), data=str(Path(self.c.data_path).resolve()), seed=self.c.seed,
-            record_ids=self.record_ids, fallbacks=self.fallbacks, **extra,
+            record_ids=self.record_ids, fallbacks=self.fallbacks, **owner(), **extra,
         )
         ckpt.write_marker(self.out, self.marker)
 
@@ -366,9 +370,7 @@ class _Session:
             self._interrupted(parts, state, run, accum, total, est, meter, started)
         except Exception as exc:
             if not is_oom(exc):
-                self._record("error", run, accum, est, meter.results(), state, f"{type(exc).__name__}: {exc}"[:2000], started)
-                self._mark("error", run, accum, state["step"], message=str(exc)[:500])
-                raise
+                self._failed(exc, run, accum, est, meter, state, total, started)
             oom = f"{type(exc).__name__}: {exc}"[:2000]
         if oom is not None:  # outside the except block: the traceback no longer pins the tensors
             parts = None
@@ -378,6 +380,30 @@ class _Session:
             raise _OutOfMemory(oom)
         parts = None  # frees the training model before a merge loads another copy
         return self._finish(run, accum, state, total, est, meter, eval_loss, weights, started)
+
+    def _failed(self, exc, run, accum, est, meter, state, total, started):
+        """Mark the folder first (it must never stay `running`), then record; raise what the user reads."""
+        self._mark("error", run, accum, state["step"], total_steps=total, message=f"{type(exc).__name__}: {exc}"[:500])
+        recorded = "recorded as error in the store"
+        try:
+            self._record("error", run, accum, est, meter.results(), state, f"{type(exc).__name__}: {exc}"[:2000], started)
+        except VramplanError as store_exc:
+            recorded = f"not recorded ({store_exc})"
+        if isinstance(exc, (VramplanError, OSError)):
+            raise exc
+        import traceback
+
+        log = self.out / "traceback.txt"
+        try:
+            log.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), encoding="utf-8")
+            saved = f"the traceback is in {log}"
+        except OSError:
+            saved = "the traceback could not be saved"
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise TrainingFailed(
+            f"training failed at step {state['step'] + 1} of {total} ({type(exc).__name__}: {first}); {recorded}, {self.out} marked "
+            f"error, {saved}; fix the cause and continue with --resume --out {self.out}"
+        ) from None
 
     def _interrupted(self, parts, state, run, accum, total, est, meter, started):
         where = "before the first step"
@@ -406,9 +432,13 @@ class _Session:
             rates = gather_object([_rate(state)])
             extra.update(per_rank_peak_bytes=per_rank, per_rank_tokens_per_s=rates, processes=self.acc.num_processes,
                          distributed_type=self.acc.distributed_type.name)
-        self._record("ok", run, accum, est, measured, state, None, started, extra)
-        self._free_memory()
-        merged = merge_adapter(self.model, run, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" and self.main else None
+        try:
+            self._record("ok", run, accum, est, measured, state, None, started, extra)
+            self._free_memory()
+            merged = merge_adapter(self.model, run, weights, self.out / "merged") if self.c.merge and weights.name == "adapter" and self.main else None
+        except BaseException as exc:  # trained and saved: the folder says so, whatever failed after
+            self._mark("error", run, accum, state["step"], total_steps=total, message=f"after training, {type(exc).__name__}: {exc}"[:500])
+            raise
         if self.c.merge and weights.name != "adapter":
             self.log("note: --merge: full fine-tuning already saves the whole model")
         self._mark("finished", run, accum, state["step"], total_steps=total)

@@ -16,6 +16,7 @@ from vramplan.planner.specs import GpuSpec, RunConfig
 
 from ..adapters import adapter_module
 from ..model_build import build_model
+from .model_path import check_model_path  # noqa: F401  (torch-free, for the CLI's preflight)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model")
 
@@ -61,17 +62,6 @@ def load_tokenizer(path: Path, config: dict):
     if vocab and len(tokenizer) > vocab:
         raise ConfigError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab}; they do not belong together")
     return tokenizer
-
-
-def check_model_path(path) -> Path:
-    """A directory with a config.json, or a one-line error saying what `run` needs."""
-    path = Path(path)
-    needs = "`vramplan run` trains a local model directory (config.json, tokenizer, *.safetensors)"
-    if not path.is_dir():
-        raise ConfigError(f"--model {path}: not a directory; {needs}")
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"--model {path} has no config.json; {needs}")
-    return path
 
 
 def load_model_dir(path) -> ModelDir:
