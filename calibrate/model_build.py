@@ -134,14 +134,15 @@ def _output_embedding_names(model: nn.Module) -> set[str]:
     return {name for name, module in model.named_modules() if out is not None and module is out}
 
 
-def quantize_decoder_linears(model: nn.Module, run: RunConfig, meta: bool = False) -> int:
+def quantize_decoder_linears(model: nn.Module, run: RunConfig, meta: bool = False, include=None) -> int:
     """Replace every decoder-layer ``nn.Linear`` by an NF4 ``bnb.nn.Linear4bit`` in place.
 
     Mirrors transformers' ``replace_with_bnb_linear`` + ``Bnb4bitQuantize``: the new module is
     made on meta, then its weight becomes ``Params4bit(old_weight, ...)`` moved to the device, which
     quantizes it (uint8 storage holding two 4-bit codes per byte, plus a ``quant_state``). Each
     layer's full-precision weight is dropped as soon as it is quantized. lm_head (the output
-    embeddings) is never converted. Returns the number of Linears replaced.
+    embeddings) is never converted. Returns the number of Linears replaced. ``include(name)``, when
+    given, chooses the Linears instead of the ``.layers.`` rule (a VLM quantizes its LLM by full path).
     """
     import bitsandbytes as bnb
 
@@ -150,7 +151,7 @@ def quantize_decoder_linears(model: nn.Module, run: RunConfig, meta: bool = Fals
     names = [
         name
         for name, module in model.named_modules()
-        if type(module) is nn.Linear and name not in skip and ".layers." in f".{name}"
+        if type(module) is nn.Linear and name not in skip and (include(name) if include else ".layers." in f".{name}")
     ]
     for name in names:  # one layer at a time: each full-precision weight is freed once quantized
         old = model.get_submodule(name)

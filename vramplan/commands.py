@@ -17,6 +17,8 @@ from .planner.methods import DEFAULT_METHODS, METHODS
 from .planner.specs import GpuSpec, RunConfig
 from .planner.units import parse_size
 from .planner.sharding import OFFLOADS, STRATEGIES
+from .planner.vision import is_vlm_config
+from .vlm_cmd import VLM_DEFAULT_METHODS, VLM_FLAGS, estimate_vlm_command, vlm_options, vlm_requested
 
 
 def resolve_gpu_flags(gpu: str | None, gpu_mem: str | None) -> GpuSpec | None:
@@ -107,6 +109,7 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
 @click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
+@vlm_options
 def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
@@ -118,6 +121,7 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
     from .planner.limits import compare_methods
 
     allow_long = kwargs.pop("allow_long_context")
+    vlm_values = {name: kwargs.pop(name) for name in VLM_FLAGS}
     options = options_from_kwargs(kwargs)
     if html_path is not None:
         from .reports.html_report import check_out_path
@@ -142,6 +146,15 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
         base_run = build_run(options, chosen[0], gpu_spec)
         parallel = parallel_plan(gpus, strategy, offload)
     resolved = preflight.resolve_checked(model)
+    if vlm_requested(vlm_values) or is_vlm_config(resolved.config):  # vision tower + projector + LLM, per stage
+        if html_path is not None or parallel is not None or from_files:
+            raise ConfigError("--html, --from, --gpus and --strategy are not planned for vision-language models yet; drop them")
+        corrections = None
+        if gpu_spec is not None and (db is not None or gpu_spec.key != "custom"):
+            from .calibrate.lookup import corrections_for
+
+            corrections = corrections_for(gpu_spec, db)
+        return estimate_vlm_command(resolved, gpu_spec, base_run, chosen if (methods or plan_path) else VLM_DEFAULT_METHODS, corrections, vlm_values, as_json)
     checks = preflight.check_planned(resolved, base_run, chosen, allow_long, plan_path is not None or bool(from_files) or _typed("seq_len"))
     base_run = checks.run
     corrections = None

@@ -11,6 +11,7 @@ from ..errors import UnknownGpuError, UnknownModelError
 from ..specs import GpuSpec, ModelSpec
 from .gpus import GPU_PRESETS
 from .models import MODEL_CONFIGS, SIZE_DEFAULTS
+from .vlm_models import VLM_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ResolvedModel:
 
 def _model_index() -> dict[str, str]:
     index: dict[str, str] = {}
-    for hub_id, entry in MODEL_CONFIGS.items():
+    for hub_id, entry in (*MODEL_CONFIGS.items(), *VLM_CONFIGS.items()):
         index[hub_id.lower()] = hub_id
         index[hub_id.split("/")[-1].lower()] = hub_id
         for alias in entry["aliases"]:
@@ -31,7 +32,16 @@ def _model_index() -> dict[str, str]:
 
 
 def catalog_spec(hub_id: str) -> ModelSpec:
+    if hub_id in VLM_CONFIGS:  # a VLM: its decoder with the vision tower and projector as components
+        from ..vision import vlm_spec_from_config
+
+        entry = VLM_CONFIGS[hub_id]
+        return vlm_spec_from_config(entry["config"], hub_id, entry.get("processor")).model
     return spec_from_config(MODEL_CONFIGS[hub_id]["config"], hub_id)
+
+
+def _entry(hub_id: str) -> dict:
+    return VLM_CONFIGS[hub_id] if hub_id in VLM_CONFIGS else MODEL_CONFIGS[hub_id]
 
 
 def resolve_model(name: str) -> ResolvedModel:
@@ -48,7 +58,7 @@ def resolve_model(name: str) -> ResolvedModel:
     index = _model_index()
     if key in index:
         hub_id = index[key]
-        return ResolvedModel(catalog_spec(hub_id), hub_id, MODEL_CONFIGS[hub_id]["config"])
+        return ResolvedModel(catalog_spec(hub_id), hub_id, _entry(hub_id)["config"])
     path = Path(text).expanduser()
     if path.exists():
         from ..inventory import spec_from_path

@@ -47,4 +47,28 @@ def vlm_spec_from_config(config: dict, name: str, processor: dict | None = None,
     return VlmSpec(name, model_type, decoder, tower, projector, family, config, dict(processor or {}))
 
 
-__all__ = ["ImageTokens", "Projector", "VLM_FAMILIES", "VisionTower", "VlmFamily", "VlmSpec", "is_vlm_config", "vlm_spec_from_config"]
+def vlm_spec_for(resolved) -> VlmSpec:
+    """The VlmSpec of a resolved `--model` (catalog entries bring their processor values).
+
+    Raises:
+        UnknownModelError: the model is not a vision-language model.
+    """
+    from ..catalog.vlm_models import VLM_CONFIGS
+
+    config = resolved.config
+    if not is_vlm_config(config):
+        raise UnknownModelError(
+            f"{resolved.spec.name} is a text-only model: --stage, --schedule, --images, --image-size, --max-pixels, "
+            f"--vision, --projector and --quantize-vision need a vision-language model ({', '.join(VLM_CATALOG_ALIASES())})"
+        )
+    processor = VLM_CONFIGS.get(resolved.spec.name, {}).get("processor")
+    return vlm_spec_from_config(config, resolved.spec.name, processor)
+
+
+def VLM_CATALOG_ALIASES() -> list[str]:
+    from ..catalog.vlm_models import VLM_CONFIGS
+
+    return [entry["aliases"][0] for entry in VLM_CONFIGS.values()]
+
+
+__all__ = ["ImageTokens", "Projector", "VLM_FAMILIES", "VisionTower", "VlmFamily", "VlmSpec", "is_vlm_config", "vlm_spec_for", "vlm_spec_from_config"]

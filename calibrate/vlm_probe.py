@@ -1,0 +1,149 @@
+"""Ground truth for VLMs: a few training steps of a tiny (CPU) or full-size (fake-tensor) VLM on
+synthetic images, peak live tensor bytes per phase, as `cpu_probe` / `fake_trace` do for text.
+
+Images are made with PIL (random pixels at the asked size), resized by the family's rule, and
+laid out as the transformers 5 processors hand them to the model: Qwen2-VL flattened patches
+`(patches, 3*2*14*14)` with `image_grid_thw` and `mm_token_type_ids`; LLaVA square
+`(images, 3, 336, 336)` tensors. input_ids carry one placeholder per LLM image token, so
+`--seq-len` is the whole sequence; labels mask the image tokens (-100), as the cookbooks do.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from vramplan.planner.specs import RunConfig
+from vramplan.planner.vision import vlm_spec_from_config
+from vramplan.planner.vision.run import VlmRun
+from vramplan.planner.vlm_estimate import image_plan
+
+from .cpu_probe import autocast_context, describe_model, make_optimizer, summarize
+from .cpu_tracker import LiveTensorTracker, unique_storage_bytes
+from .vlm_build import build_vlm
+
+MEAN, STD = 0.48, 0.27  # CLIP-ish normalisation; values do not matter to memory
+
+
+def _pil_pixels(width: int, height: int, resized: tuple[int, int], seed: int) -> np.ndarray:
+    """A random RGB image of the asked size, resized by the processor's rule, as (3, H, W) float32."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "RGB")
+    image = image.resize(resized, Image.BICUBIC)
+    return ((np.asarray(image, dtype=np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+
+
+def _qwen_patches(pixels: np.ndarray, patch: int, merge: int, temporal: int) -> np.ndarray:
+    """`Qwen2VLImageProcessor`'s layout: a still image repeated to the temporal patch, cut in
+    merge-ordered 14x14 patches, each flattened to 3*temporal*14*14."""
+    channels, h, w = pixels.shape
+    frames = np.repeat(pixels[None], temporal, axis=0)  # (T, C, H, W)
+    gh, gw = h // patch, w // patch
+    x = frames.reshape(1, temporal, channels, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(gh * gw, channels * temporal * patch * patch)
+
+
+def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int = 0) -> dict:
+    """The model's keyword arguments for one batch (tensors; fake ones allocate nothing)."""
+    plan = image_plan(spec, run, vlm)
+    config = spec.config
+    qwen = spec.model_type in ("qwen2_vl", "qwen2_5_vl")
+    image_id = config.get("image_token_id", config.get("image_token_index"))
+    vocab = spec.decoder.vocab_size
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, min(vocab, image_id) - 8, (run.batch, run.seq_len), generator=gen)
+    token_types = torch.zeros_like(ids, dtype=torch.int32)
+    pixels, grids = [], []
+    for row in range(run.batch):
+        pos = 1
+        for index, ((width, height), tokens) in enumerate(zip(plan.sizes, plan.per_image)):
+            if qwen:
+                ids[row, pos] = config["vision_start_token_id"]
+                n = tokens.llm - 2
+                ids[row, pos + 1:pos + 1 + n] = image_id
+                token_types[row, pos + 1:pos + 1 + n] = 1
+                ids[row, pos + 1 + n] = config["vision_end_token_id"]
+                w, h = tokens.resized
+                grids.append([1, h // spec.vision.patch_size, w // spec.vision.patch_size])
+            else:
+                n = tokens.llm
+                ids[row, pos:pos + n] = image_id
+            pos += tokens.llm
+            if not fake:
+                pixels.append(_pil_pixels(width, height, tokens.resized, seed + 97 * row + index))
+    labels = ids.clone()
+    labels[ids == image_id] = -100
+    vision = config.get("vision_config", {})
+    if qwen:
+        patch, merge, temporal = spec.vision.patch_size, vision.get("spatial_merge_size", 2), vision.get("temporal_patch_size", 2)
+        total = sum(t.vit for t in plan.per_image) * run.batch
+        if fake:
+            pixel_values = torch.empty(total, 3 * temporal * patch * patch)
+        else:
+            pixel_values = torch.from_numpy(np.concatenate([_qwen_patches(p, patch, merge, temporal) for p in pixels]))
+        return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values,
+                "image_grid_thw": torch.tensor(grids, dtype=torch.long), "mm_token_type_ids": token_types}
+    size = spec.vision.image_size
+    count = run.batch * len(plan.per_image)
+    pixel_values = torch.empty(count, 3, size, size) if fake else torch.from_numpy(np.stack(pixels))
+    return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
+
+
+def run_vlm_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, inputs: dict, steps: int, record_loss: bool = True) -> dict:
+    """HF-Trainer-style steps (`cpu_probe.run_steps` with the image inputs)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    out: dict = {"losses": []}
+    model.train()
+    for step in range(steps):
+        tracker.step = step
+        with tracker.phase("forward"):
+            with autocast_context(run):
+                outputs = model(**inputs)
+            loss = outputs.loss
+            del outputs
+        with tracker.phase("backward"):
+            loss.backward()
+        if step == 0:
+            out["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable if p.grad is not None])
+        out["losses"].append(float(loss.detach()) if record_loss else None)
+        del loss
+        with tracker.phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if step == 0:
+            tracker.track_optimizer(optimizer)
+            out["optimizer_state_bytes"] = unique_storage_bytes(
+                [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+            )
+    tracker.remove_grad_hooks()
+    return out
+
+
+def measure_vlm_cpu(hf_config: dict, run: RunConfig, vlm: VlmRun, steps: int = 3, seed: int = 0) -> dict:
+    """`cpu_probe.measure_cpu` for a VLM: the same keys, plus `trainable_by_component`."""
+    from .vlm_build import trainable_by_component
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    spec = vlm_spec_from_config(hf_config, hf_config.get("model_type", "vlm"))
+    tracker = LiveTensorTracker(fp32_matmul=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tracker:
+            with tracker.phase("load", step=-1):
+                model = build_vlm(hf_config, run, vlm, device="cpu")
+            extra = describe_model(tracker, model)
+            extra["trainable_by_component"] = trainable_by_component(model, spec.model_type)
+            optimizer = make_optimizer(run, [p for p in model.parameters() if p.requires_grad])
+            with tracker.phase("inputs", step=-1):
+                inputs = vlm_inputs(spec, run, vlm, seed=seed)
+            extra["input_bytes"] = unique_storage_bytes(list(inputs.values()))
+            extra.update(run_vlm_steps(tracker, model, optimizer, run, inputs, steps))
+    extra.update(seconds=time.perf_counter() - t0, mode="cpu", round_to=1, notes=list(model.vramplan_notes), run=run, steps=steps, seed=seed)
+    return summarize(tracker, steps, extra)

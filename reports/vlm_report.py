@@ -1,0 +1,114 @@
+"""What a person or a script sees of a VLM estimate: the component breakdown table and the JSON document."""
+
+from __future__ import annotations
+
+from ..planner.breakdown import PHASES
+from ..planner.units import GIB
+
+COMPONENT_TITLES = {"vision": "vision tower", "projector": "projector", "llm": "LLM"}
+
+
+def _images(est) -> list[dict]:
+    return [
+        {"width": w, "height": h, "resized": list(t.resized), "llm_tokens": t.llm, "vit_tokens": t.vit, "tiles": t.tiles}
+        for (w, h), t in zip(est.plan.sizes, est.plan.per_image)
+    ]
+
+
+def stage_dict(est) -> dict:
+    breakdown = est.breakdown
+    run = est.run
+    return {
+        "stage": est.vlm.stage,
+        "method": run.method,
+        "trainable_params": est.trainable_params,
+        "image_tokens": est.plan.llm_tokens,
+        "text_tokens": run.seq_len - est.plan.llm_tokens,
+        "vit_tokens": est.plan.vit_tokens,
+        "components": est.components(),
+        "terms": breakdown.at_peak(),
+        "term_notes": {term.name: term.note for term in breakdown.terms},
+        "terms_all_phases": breakdown.by_name(),
+        "peak_phase": breakdown.peak_phase,
+        "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},
+        "peak_allocated_bytes": breakdown.peak_allocated_bytes,
+        "peak_reserved_bytes": breakdown.peak_reserved_bytes,
+        "device_used_bytes": breakdown.device_used_bytes,
+        "fits": est.fits,
+        "headroom_bytes": est.headroom_bytes,
+        "calibration": est.calibration,
+        "config": {
+            "vision": est.vlm.vision, "projector": est.vlm.projector, "quantize_vision": est.vlm.quantize_vision,
+            "llm_targets": list(est.llm_adapted), "rank": run.rank, "batch": run.batch, "seq_len": run.seq_len,
+            "grad_ckpt": run.grad_ckpt, "optimizer": run.optimizer, "precision": run.precision, "attention": run.attention,
+            "images": est.vlm.images, "max_pixels": est.vlm.max_pixels,
+        },
+    }
+
+
+def vlm_document(estimates: list, note: str, schedule: str | None) -> dict:
+    """`estimate --json` for a VLM: image tokens per example, and per stage the components and terms."""
+    first = estimates[0]
+    spec, gpu = first.spec, first.gpu
+    peak = max(estimates, key=lambda e: e.breakdown.device_used_bytes)
+    return {
+        "model": {"name": spec.name, "resolved_from": note, "model_type": spec.model_type, "base_params": spec.params,
+                  "components": {"vision": spec.vision.params, "projector": spec.projector.params, "llm": spec.decoder.base_params}},
+        "gpu": None if gpu is None else {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes, "bf16": gpu.bf16},
+        "image_tokens": first.plan.llm_tokens,
+        "images": _images(first),
+        "schedule": schedule,
+        "stage": first.vlm.stage if len(estimates) == 1 else [e.vlm.stage for e in estimates],
+        "peak_stage": peak.vlm.stage,
+        "peak_device_used_bytes": peak.breakdown.device_used_bytes,
+        "estimates": [stage_dict(e) for e in estimates],
+    }
+
+
+def _gib(value: int) -> str:
+    return f"{value / GIB:.2f}"
+
+
+def render_vlm(console, estimates: list, note: str) -> None:
+    """The component breakdown, one column per stage (or method), image tokens in the header."""
+    from rich.table import Table
+
+    first = estimates[0]
+    spec, run = first.spec, first.run
+    plan = first.plan
+    console.print(f"model {note} · {spec.params / 1e9:.2f}B params: vision tower {spec.vision.params / 1e6:,.1f}M, "
+                  f"projector {spec.projector.params / 1e6:,.1f}M, LLM {spec.decoder.base_params / 1e9:.2f}B")
+    sizes = ", ".join(f"{w}x{h}->{t.resized[0]}x{t.resized[1]}: {t.llm:,} tokens ({t.vit:,} ViT patches)" for (w, h), t in zip(plan.sizes, plan.per_image))
+    console.print(f"images: {first.vlm.images} per example [{sizes}] · image tokens {plan.llm_tokens:,} + text {run.seq_len - plan.llm_tokens:,} = seq {run.seq_len:,}")
+    console.print(f"batch {run.batch} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · {run.optimizer} · {run.precision} · vision {first.vlm.vision} · projector {first.vlm.projector}"
+                  + (" · vision NF4" if first.vlm.quantize_vision else ""))
+    gpu = first.gpu
+    title = "Peak memory per component and term (GiB, 2^30 bytes)" + (f" on {gpu.name}, {gpu.total_bytes / GIB:.2f} GiB" if gpu else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("term")
+    for est in estimates:
+        table.add_column(f"stage {est.vlm.stage} · {est.run.method_record.title if est.vlm.trains_llm else 'LLM frozen'}", justify="right")
+    names = list(dict.fromkeys(term.name for est in estimates for term in est.breakdown.terms))
+    for name in names:
+        cells = []
+        for est in estimates:
+            live = est.breakdown.at_peak()
+            every = est.breakdown.by_name()
+            cells.append("-" if name not in every else (_gib(live[name]) if live[name] or not every[name] else f"({_gib(every[name])})"))
+        table.add_row(name, *cells)
+    table.add_section()
+    for part in ("vision", "projector", "llm"):
+        table.add_row(f"{COMPONENT_TITLES[part]} total", *[_gib(est.components()[part]["total_bytes"]) for est in estimates])
+    table.add_row("trainable", *[f"{est.trainable_params / 1e6:,.1f}M" for est in estimates])
+    table.add_row("peak phase", *[est.breakdown.peak_phase for est in estimates])
+    table.add_row("peak allocated", *[_gib(est.breakdown.peak_allocated_bytes) for est in estimates])
+    table.add_row("device used", *[_gib(est.breakdown.device_used_bytes) for est in estimates])
+    if gpu is not None:
+        table.add_section()
+        table.add_row("fits?", *[(f"yes, {_gib(est.headroom_bytes)} free" if est.fits else f"no, {_gib(-est.headroom_bytes)} over") for est in estimates])
+    console.print(table)
+    if len(estimates) > 1:
+        peak = max(estimates, key=lambda e: e.breakdown.device_used_bytes)
+        console.print(f"two-stage schedule: the larger peak is stage {peak.vlm.stage}, {_gib(peak.breakdown.device_used_bytes)} GiB device used.")
+    console.print("Values in (parentheses) are not live at that stage's peak phase. Stage 1 trains the projector only; "
+                  "stage 2 the projector and the LLM by --method. Calibration: " + first.calibration + ".")
