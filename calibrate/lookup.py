@@ -7,7 +7,7 @@ from pathlib import Path
 from vramplan.planner.overhead import Corrections
 from vramplan.planner.specs import GpuSpec
 
-from .store import Store, default_db_path
+from .store import Store, StoreError, default_db_path
 
 CORRECTION_FIELDS = ("cuda_context_bytes", "allocator_slack_ratio", "cublas_workspace_bytes", "activation_scale", "held_out_worst_pct")
 
@@ -22,6 +22,8 @@ def corrections_for(gpu: GpuSpec | None, db: str | Path | None) -> Corrections:
     path = Path(db) if db is not None else default_db_path()
     if db is None and not path.exists():
         return Corrections(source=f"defaults (uncalibrated; no measurement store at {path})")
+    if not path.exists():  # an estimate never creates a store, nor its folder
+        raise StoreError(f"--db {path}: no such measurement store; run `vramplan calibrate --db {path}` first or leave --db out")
     with Store.open(path) as store:
         found = store.latest_calibration(gpu.key)
     if found is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from .errors import ConfigError, UnknownModelError
+from .families import FAMILIES
 from .methods import METHODS
 
 # model_types that are encoders (masked-LM / classification), not causal decoders
@@ -23,6 +24,7 @@ ENCODER_TYPES = {
 ENCODER_HEADS = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering", "ForMultipleChoice")
 # config keys that must be whole numbers > 0 when present (the architecture's sizes)
 SIZE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size", "head_dim")
+REQUIRED_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 MAX_TOKENS_PER_STEP = 2**31 - 1  # batch x seq-len indexes a 32-bit position in embedding and loss kernels
 
 
@@ -53,6 +55,10 @@ def check_config_sizes(config: dict, label: str) -> None:
     """
     sources = [config] + ([config["text_config"]] if isinstance(config.get("text_config"), dict) else [])
     problems = []
+    if config.get("model_type") in FAMILIES:  # counted analytically: these sizes must be there
+        missing = [key for key in REQUIRED_KEYS if not any(key in source for source in sources)]
+        if missing:
+            problems.append(f"no {', '.join(missing)} (a {config['model_type']} config.json has them)")
     for source in sources:
         for key in SIZE_KEYS:
             if key not in source or source[key] is None:
