@@ -176,7 +176,7 @@ def _detected_gpu(device: str | None):
 @cli.command("run")
 @click.option("--apply-recommendation", is_flag=True, help="Train with the recommended settings: those in --plan (`vramplan recommend --out plan.yaml` writes one). Without --plan the flags are used as given. Flags given explicitly win over the plan.")
 @click.option("--model", "-m", required=True, type=click.Path(), help="Local model directory: config.json, a tokenizer, and *.safetensors weights (none: random init, said so).")
-@click.option("--data", "-d", required=True, type=click.Path(), help="JSONL file: rows with 'text', 'instruction'/'input'/'output', or chat 'messages'.")
+@click.option("--data", "-d", required=True, type=click.Path(), help="Training rows with 'text', 'instruction'/'input'/'output', or chat 'messages': JSONL, JSON, CSV, Parquet, or a datasets save_to_disk folder.")
 @click.option("--plan", default=None, type=click.Path(dir_okay=False), help="Plan file written by `vramplan recommend --out` (JSON or YAML): its config, --gpus and --strategy, checked against this model and GPU.")
 @click.option("--gpu", "-g", default=None, help="GPU key (t4, l4, a100-80gb, ...): what the plan and precision default are checked against.")
 @click.option("--gpu-mem", default=None, help="Any other GPU by its memory, e.g. 22GiB.")
