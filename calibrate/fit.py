@@ -43,6 +43,10 @@ def spec_of(record: RunRecord) -> ModelSpec:
 
 
 def estimate_for(record: RunRecord, corrections: Corrections):
+    if "vlm" in record.run_config:  # a vision-language run: components and stage (calibrate.vlm_runner)
+        from .vlm_runner import vlm_estimate_for
+
+        return vlm_estimate_for(record, corrections)
     spec = spec_of(record)
     return estimate(spec, run_config_from_dict(record.run_config), None, corrections).breakdown
 
@@ -55,8 +59,11 @@ def _squared_errors(usable: list[RunRecord]) -> dict[int, list[float]]:
     """Per run, the squared relative error of peak allocated at every grid scale (computed once)."""
     table = {}
     for record in usable:
-        spec, run = spec_of(record), run_config_from_dict(record.run_config)
         measured = record.peak_allocated_bytes
+        if "vlm" in record.run_config:  # a vision-language run (calibrate.vlm_runner)
+            table[record.id] = [((estimate_for(record, Corrections(activation_scale=scale)).peak_allocated_bytes - measured) / measured) ** 2 for scale in SCALE_GRID]
+            continue
+        spec, run = spec_of(record), run_config_from_dict(record.run_config)
         table[record.id] = [
             ((estimate(spec, run, None, Corrections(activation_scale=scale)).breakdown.peak_allocated_bytes - measured) / measured) ** 2
             for scale in SCALE_GRID

@@ -133,7 +133,9 @@ def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
     if preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r} is not one of: {', '.join(PRESETS)}")
     if device == "cpu":
-        return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]()
+        from .vlm_runner import vlm_cpu_matrix  # tiny LLaVA and Qwen2-VL, both stages
+
+        return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]() + vlm_cpu_matrix(preset)
     if device == "cuda":
         return _cuda(preset)
     if device == "trace":

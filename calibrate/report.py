@@ -30,6 +30,15 @@ def _current_estimates(record: RunRecord) -> tuple[int, int, int]:
     return breakdown.peak_allocated_bytes, breakdown.peak_reserved_bytes, breakdown.device_used_bytes
 
 
+def _group(record: RunRecord) -> str:
+    """The error table's group: the method, and for a VLM run its family and stage too."""
+    if "vlm" in record.run_config:
+        from .vlm_runner import vlm_label
+
+        return vlm_label(record)
+    return record.run_config.get("method")
+
+
 def error_rows(records: list[RunRecord], current: bool = False) -> list[dict]:
     """One row per measured run (ok ones get errors; oom/error ones are listed with their outcome).
 
@@ -55,7 +64,7 @@ def error_rows(records: list[RunRecord], current: bool = False) -> list[dict]:
         prediction = held_out.get(record.id)
         rows.append({
             "id": record.id,
-            "method": record.run_config.get("method"),
+            "method": _group(record),
             "source": record.source,
             "outcome": record.outcome,
             "model": record.model_name,

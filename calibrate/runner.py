@@ -21,6 +21,13 @@ def model_for(name: str) -> tuple[dict, ModelSpec]:
     if name in PROBE_MODELS:
         config = PROBE_MODELS[name]
         return config, spec_from_config(config, name, source="probe")
+    from .vlm_build import VLM_PROBE_MODELS
+
+    if name in VLM_PROBE_MODELS:  # a tiny VLM: its decoder with the vision tower and projector as components
+        from vramplan.planner.vision import vlm_spec_from_config
+
+        config = VLM_PROBE_MODELS[name]
+        return config, vlm_spec_from_config(config, name, source="probe").model
     resolved = resolve_model(name)
     return resolved.config, resolved.spec
 
@@ -62,6 +69,10 @@ def measure_and_store(
     command: str | None = None,
 ) -> RunRecord:
     """Estimate, then measure, then store one run; an OOM or a failure is stored too."""
+    if hasattr(run, "vlm"):  # a VLM case (calibrate.vlm_runner): the images and the stage travel with it
+        from .vlm_runner import measure_and_store_vlm
+
+        return measure_and_store_vlm(store, model_name, run, source, environment, steps, command)
     config, spec = model_for(model_name)
     predicted = estimate(spec, run, gpu).breakdown
     allocated = tensor_peak_estimate(predicted) if source == "trace" else predicted.peak_allocated_bytes
