@@ -16,6 +16,7 @@ from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, MemoryBreakdo
 from .dtypes import DtypePlan, dtype_plan
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_terms
+from .savers import checkpoint_terms, loss_terms
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 INT64 = 8
@@ -62,11 +63,11 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
         Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim, "input ids, labels, rotary cos/sin", fwd_bwd),
         # freed once backward has passed it, before any layer's backward (or recompute) starts
         Term("activations/final_norm", final_norm_bytes(model, run, dt), "the last RMSNorm's fp32 input copy, outside the layers", frozenset({FORWARD})),
-        Term("activations/logits", logits_bytes(model, run, dt), "logits + fp32 upcast for the loss + log_softmax and its gradient", frozenset({FORWARD})),
+        *loss_terms(model, run, dt, logits_bytes),  # full logits, or a saver's terms (planner/savers.py)
     ]
     if run.grad_ckpt:
         terms += [
-            Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd),
+            *checkpoint_terms(model, run, dt, Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd)),
             Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", frozenset({BACKWARD})),
         ]
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .breakdown import ALL_PHASES, DEVICE, RESERVED, Term
 from .specs import GpuSpec, RunConfig
+from .savers import slack_ratio
 from .units import MIB
 
 
@@ -42,8 +43,9 @@ def overhead_terms(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, par
         Term("overhead/cublas_workspace", workspace, "cuBLAS workspace, allocated through torch's caching allocator", ALL_PHASES),
         Term(
             "overhead/allocator_slack",
-            int((peak_allocated + workspace) * params.allocator_slack_ratio),
-            f"reserved over allocated: {params.allocator_slack_ratio:.0%} ({params.source})",
+            int((peak_allocated + workspace) * slack_ratio(run, params.allocator_slack_ratio)),  # --expandable-segments (planner/savers.py)
+            f"reserved over allocated: {slack_ratio(run, params.allocator_slack_ratio):.0%} ({params.source})"
+            + (", expandable segments (assumed half the slack, not yet measured on a GPU)" if run.expandable_segments else ""),
             ALL_PHASES,
             RESERVED,
         ),

@@ -18,6 +18,7 @@ ATTENTIONS = ("sdpa", "eager", "flash")
 ADAPTER_DTYPES = ("fp32", "bf16", "fp16")
 DEVICE_KINDS = ("cuda", "cpu")
 TARGET_PRESETS = ("attention", "mlp", "all-linear")
+LOSSES = ("standard", "chunked", "fused")  # how the loss is computed (planner/savers.py)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,12 @@ class RunConfig:
     device_kind: str = "cuda"  # "cpu": the optimizer runs per tensor, no CUDA context
     # settings only some methods have (`MethodOption`s of the method's record), as sorted pairs
     method_options: tuple[tuple[str, object], ...] = ()
+    # memory savers (planner/savers.py); the defaults are the plain run
+    loss: str = "standard"  # standard: full logits; chunked: head + loss per token chunk; fused: Liger FLCE
+    loss_chunk: int = 1024  # tokens per chunk of --loss chunked
+    offload_activations: bool = False  # checkpointed layer inputs kept in host RAM (save_on_cpu)
+    packing: bool = False  # padding-free batches: examples packed, position ids reset per example
+    expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
     def __post_init__(self) -> None:
         # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form
@@ -297,6 +304,10 @@ def _run_problems(run: RunConfig):
         yield f"--dropout must be in [0, 1), got {run.dropout!r}"
     if not run.targets:
         yield "--targets is empty; give module names or one of: " + ", ".join(TARGET_PRESETS)
+    if (run.loss, run.loss_chunk, run.offload_activations, run.packing) != ("standard", 1024, False, False):
+        from .savers import saver_problems  # only a run that asks for a saver pays for the import
+
+        yield from saver_problems(run)
     known = {option.name: option for option in method_options()}
     for name, value in run.method_options:
         if name not in known:
