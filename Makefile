@@ -31,6 +31,7 @@ browser:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/callback_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

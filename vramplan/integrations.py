@@ -97,11 +97,14 @@ class VramplanCallback(TrainerCallback):
                 cm.__exit__(None, None, None)
             except Exception:  # closing is best effort
                 pass
-        if self._tracker is not None and self._in_step:
+        if self._tracker is not None:
             try:
-                self._tracker.__exit__(None, None, None)
+                if self._in_step:
+                    self._tracker.__exit__(None, None, None)
+                self._tracker.remove_grad_hooks()  # the grads' labelling hooks would run on every later step
             except Exception:
                 pass
+            self._tracker = None
         self._in_step = False
         for handle in self._hooks:
             handle.remove()
