@@ -116,15 +116,15 @@ def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advi
     return tuple(reasons)
 
 
-def candidates(seq_len: int, precision: str, methods: tuple[str, ...]) -> list[RunConfig]:
+def candidates(seq_len: int, precision: str, methods: tuple[str, ...], attention: str = "sdpa") -> list[RunConfig]:
     runs = []
     for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
         adapter = method_record(method).adapter
         if adapter is None or not adapter.uses_rank:
-            runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision))
+            runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, attention=attention))
             continue
         for rank, targets in product(RANKS, TARGET_SETS):
-            runs.append(RunConfig(method=method, rank=rank, targets=targets, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision))
+            runs.append(RunConfig(method=method, rank=rank, targets=targets, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, attention=attention))
     return runs
 
 
@@ -139,6 +139,7 @@ def recommend(
     methods: tuple[str, ...] = METHOD_KEYS,
     top: int = 5,
     gpus: int = 1,
+    attention: str = "sdpa",  # the attention kernel the run uses (e.g. a --from file's); not searched
 ) -> list[Recommendation]:
     """Configs that fit `gpu` (each of `gpus`) with `margin_ratio` of its memory to spare, best first for `goal`.
 
@@ -154,7 +155,7 @@ def recommend(
     precision = "bf16" if gpu.bf16 else "fp16"
     budget = gpu.total_bytes * (1 - margin_ratio)
     fitting = []
-    for run in candidates(seq_len, precision, methods):
+    for run in candidates(seq_len, precision, methods, attention):
         single = estimate(model, run, gpu, corrections)
         placed = _place(single, gpus, budget, corrections)
         if placed is not None:

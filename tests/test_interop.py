@@ -189,6 +189,7 @@ def test_export_over_the_users_file_keeps_their_other_keys(tmp_path):
     assert fixed["datasets"] == [{"path": "mhenrichsen/alpaca_2k_test", "type": "alpaca"}]
     assert fixed["special_tokens"] == {"pad_token": "<|end_of_text|>"} and fixed["sequence_len"] == 4096
     assert "lora_target_linear" not in fixed and fixed["lora_target_modules"]
+    assert fixed["flash_attention"] is True and fixed["sample_packing"] is True  # their kernel and packing stay
 
 
 def test_export_errors(tmp_path):

@@ -237,7 +237,8 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
             doc["peft_use_dora"] = True
         if plan.use_rslora:
             doc["peft_use_rslora"] = True
-    doc.update(sequence_len=run.seq_len, sample_packing=False, micro_batch_size=run.batch,
+    doc.setdefault("sample_packing", False)  # a packed batch is at most micro_batch_size x sequence_len: the same peak
+    doc.update(sequence_len=run.seq_len, micro_batch_size=run.batch,
                gradient_accumulation_steps=plan.grad_accum, gradient_checkpointing=run.grad_ckpt)
     if run.grad_ckpt:
         doc["gradient_checkpointing_kwargs"] = {"use_reentrant": False}

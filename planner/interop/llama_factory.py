@@ -171,7 +171,7 @@ def _precision(r: Reader, kind: str, pure_bf16: bool) -> None:
 MEMORY_KEYS = ("model_name_or_path", "stage", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
                "use_dora", "use_rslora", "quantization_bit", "quantization_method", "double_quantization", "cutoff_len",
                "per_device_train_batch_size", "gradient_accumulation_steps", "disable_gradient_checkpointing",
-               "gradient_checkpointing", "optim", "bf16", "fp16", "pure_bf16", "flash_attn", "deepspeed", "packing")
+               "gradient_checkpointing", "optim", "bf16", "fp16", "pure_bf16", "flash_attn", "deepspeed")
 ATTENTION = {"flash": "fa2", "sdpa": "sdpa", "eager": "disabled"}
 DEEPSPEED_FILES = {("zero2", "none"): "ds_z2_config.json", ("zero2", "optimizer"): "ds_z2_offload_config.json",
                    ("zero3", "none"): "ds_z3_config.json", ("zero3", "params"): "ds_z3_offload_config.json"}
@@ -197,7 +197,8 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
             doc["use_rslora"] = True
     if plan.quantized:
         doc.update(quantization_bit=4, quantization_method="bnb", double_quantization=run.double_quant)
-    doc.update(cutoff_len=run.seq_len, packing=False, per_device_train_batch_size=run.batch,
+    doc.setdefault("packing", False)  # packed rows fill cutoff_len: the same peak as the padded worst case
+    doc.update(cutoff_len=run.seq_len, per_device_train_batch_size=run.batch,
                gradient_accumulation_steps=plan.grad_accum, disable_gradient_checkpointing=not run.grad_ckpt,
                optim=EXPORT_OPTIMIZERS[run.optimizer], flash_attn=ATTENTION[run.attention], **precision_keys)
     parallel = plan.parallel

@@ -206,7 +206,7 @@ MEMORY_KEYS = ("model_name_or_path", "dtype", "torch_dtype", "attn_implementatio
                "lora_dropout", "lora_target_modules", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
                "bnb_4bit_quant_type", "use_bnb_nested_quant", "per_device_train_batch_size", "gradient_accumulation_steps",
                "gradient_checkpointing", "gradient_checkpointing_kwargs", "optim", "bf16", "fp16", "max_length",
-               "max_seq_length", "packing", "padding_free", "deepspeed", "fsdp", "fsdp_config", "model_init_kwargs")
+               "max_seq_length", "deepspeed", "fsdp", "fsdp_config", "model_init_kwargs")
 WEIGHTS = {"bf16": ("bfloat16", True, False), "fp16": ("float16", False, True), "fp32": ("float32", False, False),
            "bf16-mixed": ("float32", True, False), "fp16-mixed": ("float32", False, True)}
 EXPORT_ATTENTION = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}
@@ -234,7 +234,8 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
         doc["use_peft"] = False
     if plan.quantized:
         doc.update(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=run.double_quant)
-    doc.update(max_length=run.seq_len, packing=False, padding_free=False, per_device_train_batch_size=run.batch,
+    doc.setdefault("packing", False)  # packed or padding-free rows hold at most batch x max_length tokens: the same peak
+    doc.update(max_length=run.seq_len, per_device_train_batch_size=run.batch,
                gradient_accumulation_steps=plan.grad_accum, gradient_checkpointing=run.grad_ckpt,
                optim=EXPORT_OPTIMIZERS[run.optimizer], bf16=bf16, fp16=fp16)
     if run.grad_ckpt:
