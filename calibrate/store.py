@@ -142,6 +142,7 @@ class Store:
         if path.is_dir():
             raise StoreError(f"--db {path} is a directory; give a file path such as {path / 'measurements.db'}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        connection = None
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             connection.row_factory = sqlite3.Row
@@ -151,8 +152,33 @@ class Store:
             store = cls(connection, path)
             store._migrate()
             return store
-        except sqlite3.DatabaseError as exc:
-            raise _store_error(path, exc) from None
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            if connection is not None:
+                connection.close()
+            error = _store_error(path, exc) if isinstance(exc, sqlite3.DatabaseError) else exc
+            if isinstance(error, FileAccessError) and path.is_file():
+                return cls._open_read_only(path, error)  # a store on a read-only disk can still be read
+            raise error from None
+
+    @classmethod
+    def _open_read_only(cls, path: Path, error: StoreError) -> "Store":
+        """Read a store where nothing can be written (writing then fails with `error`'s message)."""
+        for query in ("mode=ro", "mode=ro&immutable=1"):  # immutable: not even the WAL index can be made
+            connection = None
+            try:
+                connection = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, isolation_level=None)
+                connection.row_factory = sqlite3.Row
+                store = cls(connection, path)
+                version = store.schema_version()
+            except sqlite3.DatabaseError:
+                if connection is not None:
+                    connection.close()
+                continue
+            if version != len(MIGRATIONS):
+                connection.close()
+                raise error from None  # an older schema needs its migration written first
+            return store
+        raise error from None
 
     def close(self) -> None:
         self.connection.close()
@@ -183,12 +209,15 @@ class Store:
         version = self.schema_version()
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path} has schema v{version}, newer than this vramplan (v{len(MIGRATIONS)}): upgrade vramplan")
-        if version == 0:
-            check = self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if check:
-                raise StoreError(f"{self.path} is an SQLite file but not a vramplan store; pass another --db path")
-        for number in range(version, len(MIGRATIONS)):
-            with self._transaction():
+        if version == len(MIGRATIONS):
+            return
+        with self._transaction():  # one writer migrates; another process opening a new store waits, then finds it done
+            version = self.schema_version()
+            if version == 0:
+                check = self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if check:
+                    raise StoreError(f"{self.path} is an SQLite file but not a vramplan store; pass another --db path")
+            for number in range(version, len(MIGRATIONS)):
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         self.connection.execute(statement)

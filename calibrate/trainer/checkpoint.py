@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from vramplan.planner.errors import ConfigError
+
 from ..adapters import module_of
 from .marker import FORMAT, MARKER, claim_out_dir, read_marker, write_marker  # noqa: F401  (the marker lives there, torch-free)
 
@@ -101,10 +103,21 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict, kee
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer, scheduler and RNG from ``path``; returns the trainer state."""
-    load_weights(model, path / "weights")
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state.pop("optimizer"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    set_rng_state(state.pop("rng"))
+    """Restore weights, optimizer, scheduler and RNG from ``path``; returns the trainer state.
+
+    Raises:
+        ConfigError: the checkpoint is damaged (a cut or overwritten file); the message says how to go on.
+    """
+    try:
+        load_weights(model, path / "weights")
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state.pop("optimizer"))
+        scheduler.load_state_dict(state.pop("scheduler"))
+        set_rng_state(state.pop("rng"))
+    except Exception as exc:  # torch, safetensors and pickle each raise their own kinds for a damaged file
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"checkpoint {path} is damaged ({type(exc).__name__}: {first}); delete that folder to resume from the "
+            "checkpoint before it, or start again with another --out"
+        ) from None
     return state
