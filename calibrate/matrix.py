@@ -46,7 +46,22 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck()
+    return runs + _cpu_bottleneck() + _cpu_families()
+
+
+def _cpu_families() -> list[tuple[str, RunConfig]]:
+    """Every catalog family measured (issue 13): the LoRA-style methods with checkpointing on and
+    off, and full fine-tuning, on one probe per family the runs above do not cover."""
+    from .probe_models import FAMILY_PROBES
+
+    runs = []
+    for model in FAMILY_PROBES:
+        # Gemma-2 has no SDPA path in transformers (soft-capped scores): eager is what runs
+        attention = "eager" if model == "probe-gemma2" else "sdpa"
+        base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, attention=attention)
+        runs += [(model, replace(base, method=m, grad_ckpt=c)) for m, c in product(("lora", "qlora", "dora"), (True, False))]
+        runs.append((model, replace(base, method="full", grad_ckpt=False)))
+    return runs
 
 
 def _cpu_bottleneck() -> list[tuple[str, RunConfig]]:
@@ -111,7 +126,9 @@ def _cuda(preset: str) -> list[tuple[str, RunConfig]]:
 
 TRACE_MODELS = {
     "quick": ("meta-llama/Meta-Llama-3-8B",),
-    "standard": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1"),
+    # one real size of every catalog family beside the first three (issue 13)
+    "standard": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1",
+                 "meta-llama/Llama-2-7b-hf", "Qwen/Qwen3-4B", "google/gemma-2-2b", "microsoft/Phi-3-mini-4k-instruct"),
     "full": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen3-8B", "google/gemma-2-9b"),
 }
 

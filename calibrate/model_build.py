@@ -244,3 +244,7 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+    family = family_of(hf_config.get("model_type"))
+    if attn == "sdpa" and family is not None and not family.sdpa:  # the planner estimates eager too
+        attn = "eager"
+        notes.append(f"{family.title} has no SDPA path in transformers: built with 'eager' attention")

@@ -21,4 +21,35 @@ PROBE_MODELS: dict[str, dict] = {
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "hidden_act": "silu",
     },
+    # --- one probe per remaining catalog family (issue 13), shaped like its real config.json ---
+    "probe-gemma2": {  # tied embeddings, tanh-capped logits and scores, sliding window below the seq length
+        "model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 8192,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 64, "sliding_window": 128,
+        "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0,
+    },
+    "probe-phi3": {  # fused qkv_proj and gate_up_proj, multi-head attention (Phi-3-mini)
+        "model_type": "phi3", "architectures": ["Phi3ForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 3,
+        "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 4096,
+        "max_position_embeddings": 4096, "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False, "hidden_act": "silu", "sliding_window": None,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,  # Phi3Config's 32000 default is past this vocab
+    },
+    "probe-mistral": {  # Llama layout, sliding-window attention below the seq length
+        "model_type": "mistral", "architectures": ["MistralForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 3,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 4096,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+        "hidden_act": "silu", "sliding_window": 128,
+    },
+    "probe-llama2": {  # Llama-2: multi-head attention (kv heads = heads), 32k-style small vocab
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 3,
+        "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 4096,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
+    },
 }
+FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2")  # measured by matrix._cpu_families

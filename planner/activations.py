@@ -56,12 +56,24 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     attn_dtype = c if dt.autocast else lo
     attention = attn_dtype * t * (2 * q_dim + 2 * kv_dim) + FP32 * t * model.num_heads
     scores = 0
-    if run.attention == "eager":
+    eager = run.attention == "eager" or (run.attention == "sdpa" and not model.sdpa)  # Gemma-2: sdpa runs eager
+    masked = run.attention == "sdpa" and not eager and 0 < model.sliding_window <= run.seq_len
+    if masked:
+        # a window the sequence reaches: transformers builds an explicit mask, so SDPA gets k/v repeated
+        # to all heads (use_gqa_in_sdpa) and keeps the mask as a float copy in q's dtype, per layer
+        attention += 2 * attn_dtype * t * (q_dim - kv_dim) + attn_dtype * run.batch * run.seq_len * run.seq_len
+    if model.fused_qkv and not ((masked or eager) and model.num_kv_heads != model.num_heads):  # else repeat_kv copies v
+        # q, k, v are views of one qkv_proj output (Phi-3): SDPA's saved v keeps all of it alive
+        attention += attn_dtype * t * (q_dim + kv_dim)
+    if eager:
         # repeat_kv materialises k, v at full head count; softmax runs in fp32 and is saved,
         # then cast back and saved again by probs @ v
         if model.num_kv_heads != model.num_heads:
             attention += 2 * lo * t * (q_dim - kv_dim)
-        scores = (FP32 + lo) * run.batch * model.num_heads * run.seq_len * run.seq_len
+        # Gemma-2 caps the scores first, cap * tanh(scores / cap): tanh keeps its output (probe-gemma2)
+        capped = lo if model.attn_softcap else 0
+        # an fp32 stream (4-bit base) makes softmax's .to(query.dtype) a no-op: one tensor, saved once
+        scores = (FP32 + (lo if lo != FP32 else 0) + capped) * run.batch * model.num_heads * run.seq_len * run.seq_len
 
     # gated MLP: act() saves gate, the product saves act(gate) and up
     mlp = 3 * lo * t * inter if model.gated_mlp else lo * t * inter
@@ -89,7 +101,9 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
 def _norm_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     """One RMSNorm on the residual stream: fp32 input copy + rsqrt; a trainable weight also keeps x̂."""
     t = run.tokens
-    return FP32 * t * model.hidden_size + FP32 * t + (dt.stream_bytes * t * model.hidden_size if run.method_record.trains_base else 0)
+    # Gemma's RMSNorm scales by (1 + weight) in fp32, so a trainable weight keeps the fp32 x̂
+    x_hat = FP32 if model.norm_scale_fp32 else dt.stream_bytes
+    return FP32 * t * model.hidden_size + FP32 * t + (x_hat * t * model.hidden_size if run.method_record.trains_base else 0)
 
 
 def final_norm_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
@@ -141,5 +155,7 @@ def logits_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     head_out = dt.compute_bytes if dt.autocast else dt.unquantized_bytes  # lm_head is never quantized
     forward = head_out * tv + (FP32 * tv if head_out != FP32 else 0) + FP32 * tv
     backward = 3 * FP32 * tv
-    softcap = 2 * head_out * tv if model.logit_softcap else 0  # logits / cap, tanh kept for backward
+    # cap * tanh(logits / cap): only tanh's output outlives the forward (kept for backward); the head's
+    # output and logits / cap are freed as the chain goes on (measured on probe-gemma2, issue 13)
+    softcap = head_out * tv if model.logit_softcap else 0
     return max(forward, backward) + softcap

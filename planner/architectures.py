@@ -56,6 +56,8 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
     )
     hidden = dims["hidden"]
     softcap = bool(family.option(config, family.logit_softcap_key)) if family.logit_softcap_key else False
+    attn_softcap = bool(family.option(config, family.attn_softcap_key)) if family.attn_softcap_key else False
+    window = (family.option(config, family.sliding_window_key) or 0) if family.sliding_window_key else 0
     return ModelSpec(
         name=name,
         model_type=model_type,
@@ -75,4 +77,9 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
         qk_norm=family.qk_norm,
         logit_softcap=softcap,
         source=source,
+        sliding_window=int(window),
+        sdpa=family.sdpa,
+        attn_softcap=attn_softcap,
+        fused_qkv=family.fused_qkv,
+        norm_scale_fp32=family.norm_scale_fp32,
     )

@@ -314,3 +314,8 @@ def _run_problems(run: RunConfig):
             yield f"unknown method option {name!r}; known: {', '.join(known) or 'none'}"
         elif (problem := known[name].problem(value)) is not None:
             yield problem
+    sliding_window: int = 0  # attention window on every layer (Mistral, Phi-3); 0: none
+    sdpa: bool = True  # False: the family has no SDPA path, so `--attention sdpa` runs eager (Gemma-2)
+    norm_scale_fp32: bool = False  # RMSNorm multiplies its weight in fp32 (Gemma: x̂ * (1 + w))
+    fused_qkv: bool = False  # q, k and v come out of one Linear (Phi-3's qkv_proj)
+    attn_softcap: bool = False  # Gemma-2 tanh-caps the attention scores: one more batch·heads·seq² tensor

@@ -74,6 +74,12 @@ class Family:
     gated_mlp: bool = True  # down(act(gate(x)) * up(x))
     attention: str = "causal-gqa"  # causal self-attention, grouped-query (MHA when kv heads == heads), rotary
     logit_softcap_key: str = ""  # config key whose value tanh-caps the final logits (Gemma-2)
+    # config key of a sliding attention window on every layer (Mistral, Phi-3): once seq_len reaches
+    # it transformers passes SDPA an explicit mask, so k/v are expanded to all heads (measured, issue 13)
+    sliding_window_key: str = ""
+    sdpa: bool = True  # transformers has an SDPA path; False: `--attention sdpa` runs eager (Gemma-2)
+    norm_scale_fp32: bool = False  # RMSNorm scales by its weight in fp32 (Gemma: x̂ * (1 + w), then cast)
+    attn_softcap_key: str = ""  # config key whose value tanh-caps the attention scores (Gemma-2)
     # transformers' config-class defaults of the optional keys the planner reads, where they are
     # not the generic ones (kv heads = heads, head_dim = hidden / heads, untied, no bias)
     defaults: tuple[tuple[str, object], ...] = ()
@@ -111,6 +117,11 @@ class Family:
     def module_path(self, layer: int, projection: Projection) -> str:
         """Full module name in the CausalLM: `model.layers.3.self_attn.q_proj`."""
         return f"{self.layers_module}.{layer}.{self.parent(projection)}.{projection.name}"
+
+    @cached_property
+    def fused_qkv(self) -> bool:
+        """q, k and v come out of one Linear, as views of its output (Phi-3's qkv_proj)."""
+        return any(p.fan_out == ("q", "kv", "kv") for p in self.projections)
 
     @cached_property
     def short_names(self) -> dict[str, str]:

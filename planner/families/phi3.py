@@ -11,4 +11,5 @@ PHI3 = Family(
         Projection("gate_up_proj", "mlp", "mlp_in", ("hidden",), ("intermediate", "intermediate")),
         Projection("down_proj", "mlp", "mlp_prod", ("intermediate",), ("hidden",)),
     ),
+    sliding_window_key="sliding_window",  # 2047 in Phi-3-mini-4k: a 2048-token run gets the explicit mask
 )
