@@ -157,7 +157,7 @@ def error_report(db=None, current: bool = False, allow_empty: bool = False) -> E
         if row["outcome"] != "ok":
             excluded[row["outcome"]] = excluded.get(row["outcome"], 0) + 1
     if duplicates(records):
-        excluded["repeated measurement (the latest counts)"] = duplicates(records)
+        excluded["repeated measurements of a config (the latest counts)"] = duplicates(records)
     return ErrorReport(rows, excluded)
 
 

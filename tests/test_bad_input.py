@@ -423,3 +423,14 @@ def test_json_errors(args, code, error, hint, tmp_path, tok):
     assert document["hint"] == (hint.format(**files) if hint else None)
     assert (document["exit_code"], document["kind"]) == (code, {1: "input", 2: "usage"}[code])
     assert "Error:" not in result.stdout
+
+
+def test_the_exit_codes_are_documented():
+    from pathlib import Path
+
+    from vramplan.errors_json import EXIT_CODES, KINDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for code in EXIT_CODES:
+        row = f"| {code} | `{KINDS[code]}` |" if code else "| 0 | | success |"
+        assert row in readme, code

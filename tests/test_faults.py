@@ -389,7 +389,7 @@ def test_kill_9_during_calibrate_then_rerun_stores_every_config_once(tmp_path, m
     rows = json.loads(report.output)
     assert len(rows) == len(matrix)  # the repeated measurements count once
     table = invoke("calibrate", "--report", "--db", db)
-    assert f"{len(matrix)} repeated measurement (the latest counts)" in " ".join(table.output.split())
+    assert f"{len(matrix)} repeated measurements of a config (the latest counts)" in " ".join(table.output.split())
 
 
 # ---------------------------------------------------------------- every damaged file kind
