@@ -116,15 +116,17 @@ def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advi
     return tuple(reasons)
 
 
-def candidates(seq_len: int, precision: str, methods: tuple[str, ...], attention: str = "sdpa") -> list[RunConfig]:
+def candidates(seq_len: int, precision: str, methods: tuple[str, ...], fixed: dict | None = None) -> list[RunConfig]:
+    """Every config the search tries; `fixed` settings (attention, packing, loss) are the same in all."""
+    fixed = fixed or {}
     runs = []
     for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
         adapter = method_record(method).adapter
         if adapter is None or not adapter.uses_rank:
-            runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, attention=attention))
+            runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, **fixed))
             continue
         for rank, targets in product(RANKS, TARGET_SETS):
-            runs.append(RunConfig(method=method, rank=rank, targets=targets, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, attention=attention))
+            runs.append(RunConfig(method=method, rank=rank, targets=targets, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, **fixed))
     return runs
 
 
@@ -139,7 +141,7 @@ def recommend(
     methods: tuple[str, ...] = METHOD_KEYS,
     top: int = 5,
     gpus: int = 1,
-    attention: str = "sdpa",  # the attention kernel the run uses (e.g. a --from file's); not searched
+    fixed: dict | None = None,  # settings the search keeps, e.g. a --from file's attention, packing and loss
 ) -> list[Recommendation]:
     """Configs that fit `gpu` (each of `gpus`) with `margin_ratio` of its memory to spare, best first for `goal`.
 
@@ -155,7 +157,7 @@ def recommend(
     precision = "bf16" if gpu.bf16 else "fp16"
     budget = gpu.total_bytes * (1 - margin_ratio)
     fitting = []
-    for run in candidates(seq_len, precision, methods, attention):
+    for run in candidates(seq_len, precision, methods, fixed):
         single = estimate(model, run, gpu, corrections)
         placed = _place(single, gpus, budget, corrections)
         if placed is not None:

@@ -29,6 +29,8 @@ ESTIMATE_KEYS = ("method", "batch", "seq_len", "grad_ckpt", "optimizer", "precis
 PARALLEL_KEYS = ("gpus", "strategy", "offload")
 # the RunConfig fields a config may carry beyond ESTIMATE_KEYS (absent or null: RunConfig's default)
 OPTIONAL_RUN_KEYS = ("rank", "alpha", "dropout", "attention", "double_quant", "adapter_dtype")
+# the memory savers (planner/savers.py): written only when not the plain run's, so older plans read the same
+SAVER_KEYS = ("loss", "loss_chunk", "offload_activations", "packing", "expandable_segments")
 REWRITE = "write it again with `vramplan recommend ... --out FILE`"
 
 
@@ -95,6 +97,7 @@ def run_fields(run: RunConfig) -> dict:
         "adapter_dtype": run.adapter_dtype,
         # settings only some methods have (e.g. an Adapter's bottleneck size); none: the method's defaults
         **({"method_options": dict(options)} if (options := getattr(run, "method_options", ())) else {}),
+        **{key: getattr(run, key) for key in SAVER_KEYS if getattr(run, key) != RunConfig.__dataclass_fields__[key].default},
     }
 
 
@@ -238,7 +241,7 @@ def run_from_plan(plan: dict, label: str = "--plan") -> RunConfig:
     if missing:
         raise ConfigError(f"{label}: config has no {', '.join(missing)} (a truncated file?); {REWRITE}")
     values = {key: config[key] for key in ESTIMATE_KEYS}
-    values.update({key: config[key] for key in OPTIONAL_RUN_KEYS if config.get(key) is not None})
+    values.update({key: config[key] for key in OPTIONAL_RUN_KEYS + SAVER_KEYS if config.get(key) is not None})
     options = config.get("method_options")
     if options:
         if not isinstance(options, dict):

@@ -104,7 +104,7 @@ def write_export(kind: str, out: Path | None, plan: dict, dataset: Path | None, 
 
 def recommend_inputs(from_files, model, seq_len, gpus):
     """What `recommend` takes from `--from` files: the model, the sequence length, the GPU count
-    (flags given win) and the attention kernel; the rest is what the advisor searches.
+    (flags given win), and the attention kernel, packing and loss it keeps; the rest is searched.
 
     Raises:
         ConfigError: unreadable files, or no model anywhere.
@@ -119,12 +119,13 @@ def recommend_inputs(from_files, model, seq_len, gpus):
     seq_len = seq_len or imported.get("seq_len")
     if not _typed("gpus") and imported.get("gpus"):
         gpus = int(imported.get("gpus"))
-    attention = imported.get("attention") or "sdpa"
-    lines = [f"--from {', '.join(imported.files)}: model {model}, seq-len {seq_len or 'from --dataset or 2048'}, "
-             f"{attention} attention{f', {gpus} GPUs' if gpus > 1 else ''}; the other settings are searched"]
+    fixed = {name: imported.get(name) for name in ("attention", "packing", "loss", "loss_chunk") if imported.get(name) is not None}
+    kept = ", ".join(f"{name} {value}" for name, value in fixed.items())
+    lines = [f"--from {', '.join(imported.files)}: model {model}, seq-len {seq_len or 'from --dataset or 2048'}"
+             f"{f', {gpus} GPUs' if gpus > 1 else ''}{f', {kept}' if kept else ''}; the other settings are searched"]
     if imported.not_understood:
         lines.append(f"  not understood (ignored): {', '.join(imported.not_understood)}")
-    return model, seq_len, gpus, attention, lines
+    return model, seq_len, gpus, fixed, lines
 
 
 def export_methods(kind: str | None, methods: tuple[str, ...]) -> tuple[str, ...]:

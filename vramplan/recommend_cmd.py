@@ -49,11 +49,11 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         from .reports.html_report import check_out_path
 
         check_out_path(html_path, "--html")
-    from_lines, attention = [], "sdpa"
+    from_lines, fixed = [], {}
     if from_files:
         from .interop_cmd import recommend_inputs
 
-        model, seq_len, gpus, attention, from_lines = recommend_inputs(from_files, model, seq_len, gpus)
+        model, seq_len, gpus, fixed, from_lines = recommend_inputs(from_files, model, seq_len, gpus)
     elif not model:
         raise ConfigError("--model is required (or --from FILE)")
     if export_kind is not None and out is None:
@@ -91,7 +91,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         corrections = corrections_for(gpu_spec, db)
     ratio, margin_note = margin_ratio_for(corrections)
     chosen = export_methods(export_kind, parse_methods(methods, default=METHOD_KEYS))
-    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, methods=chosen, top=top, gpus=gpus, attention=attention)
+    recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, methods=chosen, top=top, gpus=gpus, fixed=fixed)
     from .reports.advice import advice_document, config_of
 
     document = advice_document(recs, resolved.note, goal, margin_note, extra)

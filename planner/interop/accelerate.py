@@ -89,7 +89,7 @@ def _from_plan(r: Reader, plan: dict, path: Path) -> None:
     r.set("adapter", adapter, f"{key} config.method")
     r.set("quantized", quantized, f"{key} config.method")
     for name in ("rank", "alpha", "dropout", "targets", "batch", "seq_len", "grad_ckpt", "optimizer", "precision",
-                 "attention", "double_quant", "adapter_dtype"):
+                 "attention", "double_quant", "adapter_dtype", "loss", "loss_chunk", "offload_activations", "packing"):
         r.set(name, getattr(run, name), f"{key} config.{name}")
     r.set("grad_accum", int(config.get("grad_accum") or 1), f"{key} config.grad_accum")
     if config.get("use_rslora") is not None:

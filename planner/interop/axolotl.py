@@ -43,10 +43,6 @@ NOT_MODELLED = {
     "lora_mlp_kernel": "axolotl's fused LoRA kernels save fewer activations than PEFT: the estimate is PEFT's",
     "lora_qkv_kernel": "axolotl's fused LoRA kernels save fewer activations than PEFT: the estimate is PEFT's",
     "lora_o_kernel": "axolotl's fused LoRA kernels save fewer activations than PEFT: the estimate is PEFT's",
-    "activation_offloading": "activations offloaded to host RAM: the estimate keeps them on the GPU (an upper bound)",
-    "liger_fused_linear_cross_entropy": "the fused loss never holds the fp32 logits: the estimate counts them (an upper bound)",
-    "cut_cross_entropy": "the loss never holds the fp32 logits: the estimate counts them (an upper bound)",
-    "chunked_cross_entropy": "chunked loss holds part of the fp32 logits: the estimate counts all (an upper bound)",
     "liger_rms_norm": "Liger kernels save different activations than transformers'",
     "liger_glu_activation": "Liger kernels save different activations than transformers'",
     "liger_rope": "Liger kernels save different activations than transformers'",
@@ -91,9 +87,9 @@ def read(document: dict, path: Path) -> "Imported":  # noqa: F821 (common.Import
         r.set_default("optimizer", "adamw", "optimizer")
     _precision(r)
     _attention(r)
-    packing = r.bool("sample_packing", False)
-    if packing:
-        r.note("sample_packing: packed rows fill sequence_len, which is what the estimate assumes (a padded batch at most that long)")
+    if r.bool("sample_packing", False):
+        r.set("packing", True, "sample_packing")  # multipack: padding-free rows, position ids reset per example
+    _savers(r)
     if r.peek("deepspeed"):
         map_deepspeed(r, "deepspeed", r.get("deepspeed"), path.parent)
     if r.peek("fsdp") or r.peek("fsdp_config"):
@@ -154,11 +150,28 @@ def _lora(r: Reader) -> None:
         r.problem("targets", "neither lora_target_modules nor lora_target_linear is set (axolotl needs one); pass --targets")
 
 
+def _savers(r: Reader) -> None:
+    """The loss kernels and activation offloading axolotl switches on (`planner/savers.py` models them)."""
+    if r.bool("liger_fused_linear_cross_entropy", False):
+        r.set("loss", "fused", "liger_fused_linear_cross_entropy")
+    elif r.bool("cut_cross_entropy", False):
+        r.set("loss", "fused", "cut_cross_entropy")
+        r.note("cut_cross_entropy: estimated as Liger's fused linear cross-entropy (neither keeps the full logits)")
+    elif r.bool("chunked_cross_entropy", False):
+        r.set("loss", "chunked", "chunked_cross_entropy")
+        r.note("chunked_cross_entropy: estimated with vramplan's chunk of 1024 tokens (--loss-chunk to match yours)")
+    if r.bool("activation_offloading", False):
+        if r.settings.get("grad_ckpt"):
+            r.set("offload_activations", True, "activation_offloading")
+        else:
+            r.not_modelled.append("activation_offloading: without checkpointing every saved activation moves to host RAM; the estimate keeps them (an upper bound)")
+
+
 def _checkpointing(r: Reader) -> None:
     value = r.get("gradient_checkpointing", False)
     if isinstance(value, str) and value.strip().lower() in ("unsloth", "offload"):
         r.set("grad_ckpt", True, "gradient_checkpointing")
-        r.not_modelled.append(f"gradient_checkpointing: {value}: checkpoints offloaded to host RAM; the estimate keeps them on the GPU (an upper bound)")
+        r.set("offload_activations", True, "gradient_checkpointing")  # checkpointed layer inputs in host RAM
     else:
         r.set("grad_ckpt", r.as_bool("gradient_checkpointing", value, False), "gradient_checkpointing", default=not r.has("gradient_checkpointing"))
     kwargs = r.get("gradient_checkpointing_kwargs", {})
@@ -205,7 +218,8 @@ MEMORY_KEYS = ("base_model", "adapter", "load_in_4bit", "load_in_8bit", "bnb_con
                "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_target_linear", "sequence_len",
                "micro_batch_size", "gradient_accumulation_steps", "batch_size", "gradient_checkpointing",
                "gradient_checkpointing_kwargs", "optimizer", "bf16", "fp16", "flash_attention", "sdp_attention",
-               "eager_attention", "xformers_attention", "flex_attention", "s2_attention", "deepspeed", "fsdp", "fsdp_config")
+               "eager_attention", "xformers_attention", "flex_attention", "s2_attention", "deepspeed", "fsdp", "fsdp_config",
+               "sample_packing", "liger_fused_linear_cross_entropy", "cut_cross_entropy", "chunked_cross_entropy", "activation_offloading")
 DEEPSPEED_FILES = {("zero1", "none"): "zero1.json", ("zero2", "none"): "zero2.json", ("zero3", "none"): "zero3_bf16.json",
                    ("zero3", "params"): "zero3_bf16_cpuoffload_all.json", ("zero3", "optimizer"): "zero3_bf16_cpuoffload_params.json"}
 
@@ -237,9 +251,13 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
             doc["peft_use_dora"] = True
         if plan.use_rslora:
             doc["peft_use_rslora"] = True
-    doc.setdefault("sample_packing", False)  # a packed batch is at most micro_batch_size x sequence_len: the same peak
-    doc.update(sequence_len=run.seq_len, micro_batch_size=run.batch,
-               gradient_accumulation_steps=plan.grad_accum, gradient_checkpointing=run.grad_ckpt)
+    doc.update(sequence_len=run.seq_len, micro_batch_size=run.batch, sample_packing=run.packing,
+               gradient_accumulation_steps=plan.grad_accum, gradient_checkpointing="offload" if run.offload_activations else run.grad_ckpt)
+    if run.loss == "fused":
+        doc["plugins"] = sorted({*doc.get("plugins", []), "axolotl.integrations.liger.LigerPlugin"})
+        doc["liger_fused_linear_cross_entropy"] = True
+    elif run.loss == "chunked":
+        raise ConfigError("--export axolotl: --loss chunked (vramplan's token chunks) has no axolotl key; use --loss fused (Liger) or standard")
     if run.grad_ckpt:
         doc["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     doc["optimizer"] = EXPORT_OPTIMIZERS[run.optimizer]

@@ -22,6 +22,7 @@ SETTINGS = (
     "model", "adapter", "quantized", "rank", "alpha", "dropout", "targets", "batch", "grad_accum", "seq_len",
     "grad_ckpt", "optimizer", "precision", "attention", "double_quant", "adapter_dtype", "strategy", "offload",
     "gpus", "use_rslora", "learning_rate", "epochs", "lr_scheduler", "warmup_ratio",
+    "loss", "loss_chunk", "offload_activations", "packing",  # the memory savers (planner/savers.py)
 )
 # the flag that gives a setting on the command line (what a problem tells the user to pass)
 FLAGS = {
@@ -29,7 +30,8 @@ FLAGS = {
     "dropout": "--dropout", "targets": "--targets", "batch": "--batch", "seq_len": "--seq-len",
     "grad_ckpt": "--grad-ckpt/--no-grad-ckpt", "optimizer": "--optimizer", "precision": "--precision",
     "attention": "--attention", "double_quant": "--double-quant/--no-double-quant", "adapter_dtype": "--adapter-dtype",
-    "strategy": "--strategy", "offload": "--offload", "gpus": "--gpus",
+    "strategy": "--strategy", "offload": "--offload", "gpus": "--gpus", "loss": "--loss", "loss_chunk": "--loss-chunk",
+    "offload_activations": "--offload-activations", "packing": "--packing",
 }
 MISSING = object()
 TRUE_STRINGS, FALSE_STRINGS = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "none", "")

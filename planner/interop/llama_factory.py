@@ -42,8 +42,6 @@ NO_EFFECT = (
 NOT_MODELLED = {
     "additional_target": "these modules train in full (weights, gradients, optimizer states): not counted",
     "use_unsloth": "Unsloth kernels save fewer activations than PEFT: the estimate is PEFT's",
-    "use_unsloth_gc": "Unsloth's checkpointing offloads checkpoints to host RAM: the estimate keeps them (an upper bound)",
-    "enable_liger_kernel": "Liger kernels (fused loss) never hold the fp32 logits: the estimate counts them (an upper bound)",
     "upcast_layernorm": "norm weights in fp32: a little more than estimated",
     "upcast_lmhead_output": "the output head's result in fp32: already how the loss is estimated",
     "use_galore": "GaLore projects optimizer states to low rank: the estimate keeps full AdamW states",
@@ -53,7 +51,6 @@ NOT_MODELLED = {
     "use_llama_pro": "LLaMA Pro adds trainable blocks: not counted",
     "shift_attn": "shifted sparse attention: estimated as the chosen attention kernel",
     "mixture_of_depths": "mixture of depths skips tokens: not modelled",
-    "neat_packing": "packed rows fill cutoff_len, which the estimate assumes; neat packing masks across rows (eager attention may add a mask)",
 }
 
 
@@ -100,8 +97,17 @@ def read(document: dict, path: Path):
         r.problem("attention", f"flash_attn {attention!r} is not one of auto, sdpa, fa2, disabled; pass --attention")
     else:
         r.set("attention", mapped, "flash_attn", default=not r.has("flash_attn"))
-    if r.bool("packing", False):
-        r.note("packing: packed rows fill cutoff_len, which is what the estimate assumes")
+    for key in ("packing", "neat_packing"):  # neat packing: no attention across the packed rows
+        if r.bool(key, False):
+            r.set("packing", True, key)
+    if r.bool("enable_liger_kernel", False):
+        r.set("loss", "fused", "enable_liger_kernel")  # Liger's fused linear cross-entropy among its kernels
+        r.note("enable_liger_kernel: its fused loss is modelled; its RMSNorm/SwiGLU/RoPE kernels save a little less than estimated")
+    if r.bool("use_unsloth_gc", False):
+        if r.settings.get("grad_ckpt"):
+            r.set("offload_activations", True, "use_unsloth_gc")  # Unsloth's checkpointing keeps the layer inputs in host RAM
+        else:
+            r.not_modelled.append("use_unsloth_gc: with checkpointing disabled it does nothing")
     if r.has("deepspeed"):
         map_deepspeed(r, "deepspeed", r.get("deepspeed"), path.parent)
     for key, why in NOT_MODELLED.items():
@@ -171,7 +177,8 @@ def _precision(r: Reader, kind: str, pure_bf16: bool) -> None:
 MEMORY_KEYS = ("model_name_or_path", "stage", "finetuning_type", "lora_rank", "lora_alpha", "lora_dropout", "lora_target",
                "use_dora", "use_rslora", "quantization_bit", "quantization_method", "double_quantization", "cutoff_len",
                "per_device_train_batch_size", "gradient_accumulation_steps", "disable_gradient_checkpointing",
-               "gradient_checkpointing", "optim", "bf16", "fp16", "pure_bf16", "flash_attn", "deepspeed")
+               "gradient_checkpointing", "optim", "bf16", "fp16", "pure_bf16", "flash_attn", "deepspeed", "packing",
+               "neat_packing", "enable_liger_kernel", "use_unsloth_gc")
 ATTENTION = {"flash": "fa2", "sdpa": "sdpa", "eager": "disabled"}
 DEEPSPEED_FILES = {("zero2", "none"): "ds_z2_config.json", ("zero2", "optimizer"): "ds_z2_offload_config.json",
                    ("zero3", "none"): "ds_z3_config.json", ("zero3", "params"): "ds_z3_offload_config.json"}
@@ -197,8 +204,15 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
             doc["use_rslora"] = True
     if plan.quantized:
         doc.update(quantization_bit=4, quantization_method="bnb", double_quantization=run.double_quant)
-    doc.setdefault("packing", False)  # packed rows fill cutoff_len: the same peak as the padded worst case
-    doc.update(cutoff_len=run.seq_len, per_device_train_batch_size=run.batch,
+    if run.packing:
+        doc["neat_packing"] = True  # padding-free rows that do not attend to each other, as vramplan's --packing
+    if run.loss == "fused":
+        doc["enable_liger_kernel"] = True
+    elif run.loss == "chunked":
+        raise ConfigError("--export llama-factory: --loss chunked has no LLaMA-Factory key; use --loss fused (enable_liger_kernel) or standard")
+    if run.offload_activations:
+        doc["use_unsloth_gc"] = True
+    doc.update(cutoff_len=run.seq_len, packing=run.packing, per_device_train_batch_size=run.batch,
                gradient_accumulation_steps=plan.grad_accum, disable_gradient_checkpointing=not run.grad_ckpt,
                optim=EXPORT_OPTIMIZERS[run.optimizer], flash_attn=ATTENTION[run.attention], **precision_keys)
     parallel = plan.parallel

@@ -108,12 +108,17 @@ def read(document: dict, path: Path):
         r.problem("seq_len", "tokenizer.max_seq_len is not set (rows are not truncated, the longest decides); pass --seq-len")
     r.set("attention", "sdpa", "model._component_", default=True)  # torchtune attends with F.scaled_dot_product_attention
     if r.bool("dataset.packed", False):
-        r.note("dataset.packed: packed rows fill max_seq_len, which is what the estimate assumes")
+        r.set("packing", True, "dataset.packed")
     loss = str(r.peek("loss._component_", ""))
     if "chunked" in loss.lower() or "linearcrossentropy" in loss.lower():
         r.not_modelled.append(f"loss._component_: {loss.rsplit('.', 1)[-1]} never holds all fp32 logits at once: the estimate counts them (an upper bound)")
     r.skip("optimizer_in_bwd", "the optimizer steps inside backward and frees each gradient: the estimate keeps all gradients (an upper bound)")
-    r.skip("enable_activation_offloading", "activations offloaded to host RAM: the estimate keeps them on the GPU (an upper bound)")
+    if r.bool("enable_activation_offloading", False):
+        if r.settings.get("grad_ckpt"):
+            r.set("offload_activations", True, "enable_activation_offloading")
+            r.note("enable_activation_offloading: estimated as the checkpointed layer inputs in host RAM")
+        else:
+            r.not_modelled.append("enable_activation_offloading: without checkpointing every saved activation moves to host RAM; the estimate keeps them (an upper bound)")
     r.skip("fsdp_cpu_offload", "parameters offloaded to host RAM under FSDP: pass --gpus N --strategy fsdp --offload params")
     r.note("torchtune's own modules, estimated as the same architecture under transformers + PEFT; "
            "a distributed recipe (tune run --nproc_per_node N ...) shards with FSDP: pass --gpus N --strategy fsdp")

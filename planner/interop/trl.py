@@ -108,16 +108,22 @@ def read(document: dict, path: Path):
         r.set("attention", ATTENTION[str(attention)], "attn_implementation")
     else:
         r.problem("attention", f"attn_implementation {attention!r} is not modelled ({', '.join(ATTENTION)} are); pass --attention")
-    if r.bool("packing", False):
-        r.note("packing: packed rows fill max_length, which is what the estimate assumes")
-    if r.bool("padding_free", False):
-        r.note("padding_free: no padding, so a batch holds at most batch x max_length tokens: the estimate is that upper bound")
+    for key in ("packing", "padding_free"):  # TRL packs with padding_free: position ids reset per example
+        if r.bool(key, False):
+            r.set("packing", True, key)
+    if r.bool("use_liger_kernel", False):
+        r.set("loss", "fused", "use_liger_kernel")
+        r.note("use_liger_kernel: its fused loss is modelled; its RMSNorm/SwiGLU/RoPE kernels save a little less than estimated")
+    if r.bool("activation_offloading", False):
+        if r.settings.get("grad_ckpt"):
+            r.set("offload_activations", True, "activation_offloading")
+            r.note("activation_offloading: estimated as the checkpointed layer inputs in host RAM")
+        else:
+            r.not_modelled.append("activation_offloading: without checkpointing every saved activation moves to host RAM; the estimate keeps them (an upper bound)")
     if r.has("deepspeed") and r.peek("deepspeed"):
         map_deepspeed(r, "deepspeed", r.get("deepspeed"), path.parent)
     if r.peek("fsdp"):
         map_fsdp(r, "fsdp", r.get("fsdp"), "fsdp_config")
-    r.skip("activation_offloading", "activations offloaded to host RAM: the estimate keeps them on the GPU (an upper bound)")
-    r.skip("use_liger_kernel", "Liger's fused loss never holds the fp32 logits: the estimate counts them (an upper bound)")
     r.skip("auto_find_batch_size", "the batch halves on OOM: the estimate is for the batch given")
     r.skip("lora_modules_to_save", "these modules train in full (weights, gradients, optimizer states): not counted")
     r.skip("lora_target_parameters", "adapters on parameters (e.g. MoE experts): not counted")
@@ -206,7 +212,8 @@ MEMORY_KEYS = ("model_name_or_path", "dtype", "torch_dtype", "attn_implementatio
                "lora_dropout", "lora_target_modules", "use_dora", "use_rslora", "load_in_4bit", "load_in_8bit",
                "bnb_4bit_quant_type", "use_bnb_nested_quant", "per_device_train_batch_size", "gradient_accumulation_steps",
                "gradient_checkpointing", "gradient_checkpointing_kwargs", "optim", "bf16", "fp16", "max_length",
-               "max_seq_length", "deepspeed", "fsdp", "fsdp_config", "model_init_kwargs")
+               "max_seq_length", "deepspeed", "fsdp", "fsdp_config", "model_init_kwargs", "packing", "padding_free",
+               "use_liger_kernel", "activation_offloading")
 WEIGHTS = {"bf16": ("bfloat16", True, False), "fp16": ("float16", False, True), "fp32": ("float32", False, False),
            "bf16-mixed": ("float32", True, False), "fp16-mixed": ("float32", False, True)}
 EXPORT_ATTENTION = {"sdpa": "sdpa", "eager": "eager", "flash": "flash_attention_2"}
@@ -234,8 +241,10 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
         doc["use_peft"] = False
     if plan.quantized:
         doc.update(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=run.double_quant)
-    doc.setdefault("packing", False)  # packed or padding-free rows hold at most batch x max_length tokens: the same peak
-    doc.update(max_length=run.seq_len, per_device_train_batch_size=run.batch,
+    if run.loss == "chunked":
+        raise ConfigError("--export trl: --loss chunked has no TrainingArguments key; use --loss fused (use_liger_kernel) or standard")
+    doc.update(use_liger_kernel=run.loss == "fused", activation_offloading=run.offload_activations)
+    doc.update(max_length=run.seq_len, packing=run.packing, padding_free=run.packing, per_device_train_batch_size=run.batch,
                gradient_accumulation_steps=plan.grad_accum, gradient_checkpointing=run.grad_ckpt,
                optim=EXPORT_OPTIMIZERS[run.optimizer], bf16=bf16, fp16=fp16)
     if run.grad_ckpt:
