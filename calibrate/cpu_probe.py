@@ -26,6 +26,7 @@ from vramplan.planner.specs import RunConfig
 
 from .cpu_tracker import CATEGORIES, LiveTensorTracker, quant_state_tensors, unique_storage_bytes
 from .model_build import build_model, compute_dtype
+from .trainer.chunked_loss import training_loss
 
 STATISTIC = (
     "peak live tensor storage bytes (each storage once, exact nbytes): the analogue of "
@@ -127,9 +128,8 @@ def run_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, ids,
         tracker.step = step
         with tracker.phase("forward"):
             with autocast_context(run):
-                outputs = model(input_ids=ids, labels=labels)
-            loss = outputs.loss
-            del outputs  # Trainer keeps only the loss: the logits die here
+                loss = training_loss(model, run, ids, labels)  # the model's own loss, or --loss chunked
+            # Trainer keeps only the loss: the logits die with the model's outputs
         with tracker.phase("backward"):
             loss.backward()
         if step == 0:
@@ -200,6 +200,12 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
                 model = build_model(hf_config, run, device="cpu")
             build_s = time.perf_counter() - t0
             extra = describe_model(tracker, model)
+            ledger = None
+            if run.offload_activations:  # save_on_cpu's host copies go to a ledger, not the device count
+                from .trainer.offload import HostLedger, count_offload
+
+                ledger = HostLedger()
+                count_offload(model, ledger)
             optimizer = make_optimizer(run, [p for p in model.parameters() if p.requires_grad])
             vocab = int(model.config.vocab_size)
             with tracker.phase("inputs", step=-1):
@@ -208,6 +214,8 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
                 labels = ids.clone()
             extra["input_bytes"] = unique_storage_bytes([ids, labels])
             extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps))
+            if ledger is not None:
+                extra["host_peak_bytes"] = ledger.peak_bytes  # pinned host RAM of the offloaded inputs
     extra.update(
         seconds=time.perf_counter() - t0,
         build_seconds=build_s,

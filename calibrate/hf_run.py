@@ -5,8 +5,9 @@ What it reads: the adapter (PEFT LoRA/DoRA: r, lora_alpha, lora_dropout, target_
 full fine-tuning when every parameter trains), the 4-bit base (bitsandbytes `Linear4bit`
 modules, double quantization from their quant states, compute dtype from the quantization
 config), the weights' dtype and the Trainer's bf16/fp16 autocast (-> precision), the adapter
-dtype, gradient checkpointing (`model.is_gradient_checkpointing`), the optimizer class, the
-attention kernel (`config._attn_implementation`). Batch and sequence length come from the
+dtype, gradient checkpointing (`model.is_activation_checkpointing`), the optimizer class, the
+attention kernel (`config._attn_implementation`), and the savers the arguments switch on (Liger's
+fused loss, packing / padding-free batches, activation offloading). Batch and sequence length come from the
 batches the model actually sees.
 """
 
@@ -128,9 +129,15 @@ def run_from_model(model, args, optimizer, batch: int, seq_len: int, device: str
     base = base_model(model)  # transformers 5.24 renamed it; older ones have only the first name
     flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
     ckpt = bool(getattr(base, flag, False))
+    # the savers the TrainingArguments / SFTConfig switch on (planner/savers.py)
+    savers = {
+        "loss": "fused" if getattr(args, "use_liger_kernel", False) else "standard",
+        "packing": bool(getattr(args, "padding_free", False) or getattr(args, "packing", False)) and attention != "eager",
+        "offload_activations": bool(getattr(args, "activation_offloading", False)) and ckpt,
+    }
     run = RunConfig(
         method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer_key(optimizer),
         precision=precision, attention=attention, double_quant=double_quant if quantized else True,
-        adapter_dtype=adapter_dtype, device_kind=device, **lora,
+        adapter_dtype=adapter_dtype, device_kind=device, **lora, **savers,
     )
     return run, notes

@@ -46,7 +46,25 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers()
+
+
+def _cpu_savers() -> list[tuple[str, RunConfig]]:
+    """The memory savers (issue 14): chunked loss (a soft-capped and a tied head too), offloaded
+    checkpoint inputs, and both together."""
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, method="lora")
+    chunked = dict(loss="chunked", loss_chunk=128)
+    return [
+        ("probe-llama", replace(base, **chunked)),
+        ("probe-llama", replace(base, grad_ckpt=False, **chunked)),
+        ("probe-llama", replace(base, method="qlora", **chunked)),
+        ("probe-llama", replace(base, method="full", grad_ckpt=False, loss="chunked", loss_chunk=256)),
+        ("probe-gemma2", replace(base, attention="eager", **chunked)),
+        ("probe-qwen3", replace(base, grad_ckpt=False, **chunked)),
+        ("probe-llama", replace(base, offload_activations=True)),
+        ("probe-llama", replace(base, method="qlora", offload_activations=True)),
+        ("probe-llama", replace(base, offload_activations=True, **chunked)),
+    ]
 
 
 def _cpu_families() -> list[tuple[str, RunConfig]]:

@@ -195,8 +195,11 @@ def check_4bit_weights(model: nn.Module) -> int:
     return count
 
 
-def _enable_grad_ckpt(model: nn.Module) -> None:
+def _enable_grad_ckpt(model: nn.Module, offload: bool = False) -> None:
     kwargs = {"use_reentrant": False}
+    if offload:  # --offload-activations: each checkpoint under torch's save_on_cpu (transformers 5)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, offload=True)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # 5.x deprecates the alias, same code path
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
@@ -232,7 +235,7 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
         for p in model.parameters():
             p.requires_grad_(method.trains_base)
     if run.grad_ckpt:
-        _enable_grad_ckpt(model)
+        _enable_grad_ckpt(model, offload=run.offload_activations)
         if method.adapter is not None:
             model.enable_input_require_grads()  # a frozen embedding must still pass gradients back
     if method.adapter is not None:

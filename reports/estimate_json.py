@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..planner.breakdown import PHASES
 from ..planner.limits import MethodResult
+from ..planner.savers import host_bytes
 
 
 def config_dict(result: MethodResult) -> dict:
@@ -23,6 +24,11 @@ def config_dict(result: MethodResult) -> dict:
         "double_quant": run.double_quant if run.is_quantized else None,
         "adapter_dtype": run.adapter_dtype if run.has_adapter else None,
         "method_options": method_options_dict(result.estimate),
+        "loss": run.loss,
+        "loss_chunk": run.loss_chunk if run.loss == "chunked" else None,
+        "offload_activations": run.offload_activations,
+        "packing": run.packing,
+        "expandable_segments": run.expandable_segments,
     }
 
 
@@ -52,6 +58,7 @@ def estimate_dict(result: MethodResult) -> dict:
         "max_batch": result.max_batch,
         "max_seq_len": result.max_seq_len,
         "calibration": est.calibration,
+        "host_bytes": host_bytes(breakdown.terms),  # pinned host RAM of --offload-activations (planner/savers.py)
         "per_gpu": None if result.parallel is None else {
             "gpus": result.parallel.gpus, "strategy": result.parallel.strategy, "offload": result.parallel.offload,
             "host_bytes": result.host_bytes,

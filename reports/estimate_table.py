@@ -6,12 +6,21 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..planner.savers import host_bytes
 from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.units import GIB, format_gib
 
 TERM_ORDER = ["weights", "grads", "optimizer", "activations", "distributed", "overhead"]
 
+
+def saver_labels(run) -> list[str]:
+    """The memory savers a run uses, as the settings line shows them."""
+    labels = []
+    if run.loss != "standard":
+        labels.append(f"{run.loss} loss" + (f" ({run.loss_chunk} tokens a chunk)" if run.loss == "chunked" else ""))
+    labels += [name for name, on in (("offloaded activations", run.offload_activations), ("packing", run.packing), ("expandable segments", run.expandable_segments)) if on]
+    return labels
 
 def _gib_cell(n_bytes: int, live: bool) -> Text:
     if n_bytes == 0:
@@ -28,6 +37,9 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
         f"batch {run.batch} · seq {run.seq_len} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · "
         f"{run.optimizer} · {run.precision} · {run.attention} attention"
     )
+    savers = saver_labels(run)
+    if savers:
+        line += " · " + " · ".join(savers)
     adapters = adapter_lines([r.estimate for r in results])
     return line + (f"\nadapters: {adapters}" if adapters else "")
 
@@ -81,6 +93,8 @@ def estimate_table(results: list[MethodResult]) -> Table:
     ]
     if parallel is not None and parallel.offload != "none":
         rows.append(("host RAM (node)", lambda r: f"{r.host_bytes / GIB:.2f}"))
+    if any(host_bytes(r.estimate.breakdown.terms) for r in results):
+        rows.append(("host RAM (activations)", lambda r: f"{host_bytes(r.estimate.breakdown.terms) / GIB:.2f}"))
     for label, cell in rows:
         table.add_row(label, *[cell(result) for result in results])
     if gpu is not None:

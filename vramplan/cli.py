@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import click
 
 from .planner.methods import method_options
-from .planner.specs import ADAPTER_DTYPES, ATTENTIONS, OPTIMIZERS, PRECISIONS
+from .planner.specs import ADAPTER_DTYPES, ATTENTIONS, LOSSES, OPTIMIZERS, PRECISIONS
 
 
 
@@ -60,6 +60,12 @@ class RunOptions:
     double_quant: bool
     adapter_dtype: str
     method_options: tuple[tuple[str, object], ...] = ()  # the flags of `planner.methods.method_options()`
+    # the memory savers (planner/savers.py)
+    loss: str = "standard"
+    loss_chunk: int = 1024
+    offload_activations: bool = False
+    packing: bool = False
+    expandable_segments: bool = False
 
 
 def run_options(func):
@@ -77,6 +83,11 @@ def run_options(func):
         click.option("--attention", type=click.Choice(ATTENTIONS), default="sdpa", show_default=True),
         click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="NF4 double quantization (QLoRA/QDoRA)."),
         click.option("--adapter-dtype", type=click.Choice(ADAPTER_DTYPES), default="fp32", show_default=True, help="Adapter dtype (fp32 is peft's default)."),
+        click.option("--loss", type=click.Choice(LOSSES), default="standard", show_default=True, help="Loss implementation: standard (full logits), chunked (head + cross-entropy per token chunk, plain torch), fused (Liger Kernel, CUDA)."),
+        click.option("--loss-chunk", type=int, default=1024, show_default=True, help="Tokens per chunk of --loss chunked."),
+        click.option("--offload-activations", is_flag=True, help="Keep the checkpointed layer inputs in pinned host RAM (transformers' offload=True; needs --grad-ckpt)."),
+        click.option("--packing", is_flag=True, help="Padding-free batches: examples packed into seq-len, position ids reset per example (sdpa/flash)."),
+        click.option("--expandable-segments", is_flag=True, help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: less allocator slack (assumed, not yet GPU-calibrated)."),
         click.option("--allow-long-context", is_flag=True, help="Allow a --seq-len beyond the model's context window (refused otherwise), and show max seq len beyond it."),
     ]
     for method_option in method_options():  # flags only some methods have, from their records

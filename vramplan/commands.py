@@ -52,6 +52,11 @@ def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfi
         double_quant=options.double_quant,
         adapter_dtype=options.adapter_dtype,
         method_options=options.method_options,
+        loss=options.loss,
+        loss_chunk=options.loss_chunk,
+        offload_activations=options.offload_activations,
+        packing=options.packing,
+        expandable_segments=options.expandable_segments,
     )
 
 

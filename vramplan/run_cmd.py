@@ -296,6 +296,11 @@ def _preflight_run(ctx, run, model_dir, model_config, planned_seq, allow_long, d
         run = replace(run, seq_len=seq_len)
     spec, _ = spec_from_path(model_dir)
     preflight.check_run(spec, run)
+    if run.loss == "fused":  # Liger Kernel's fused loss: refused where it cannot run, before any model loads
+        from .calibrate.trainer.chunked_loss import fused_problem
+
+        if (problem := fused_problem()) is not None:
+            raise ConfigError(problem)
     if device == "cpu":
         note = preflight.check_cpu_ram(spec, run, params["force"])
         if note:

@@ -32,6 +32,7 @@ from ..environment import environment
 from ..runner import is_oom
 from ..store import Store
 from . import checkpoint as ckpt
+from .chunked_loss import training_loss
 from .marker import owner
 from .data import IGNORE, Batches, eval_batches, load_dataset, steps_per_epoch, truncate_examples
 from .fallback import check_fits, next_config_down
@@ -274,7 +275,7 @@ class _Session:
             tokens += int(batch.pop("attention_mask").sum())  # right padding: see data.collate
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with meter.phase("forward"), autocast_context(run, self.device):
-                loss = self.wrapped(**batch).loss * (count / sum(targets))  # token-weighted over the whole step
+                loss = training_loss(self.wrapped, run, **batch) * (count / sum(targets))  # token-weighted over the whole step
             with meter.phase("backward"):
                 scaled = scaler.scale(loss) if scaler else loss
                 scaled.backward() if self.acc is None else self.acc.backward(scaled)
