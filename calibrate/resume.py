@@ -31,7 +31,18 @@ def config_key(source: str, device_name: str, stack: str, model_name: str, model
 
 
 def record_key(record: RunRecord) -> str:
-    return config_key(record.source, record.device_name, record.stack, record.model_name, record.model_config, record.run_config)
+    return config_key(record.source, record.device_name, record.stack, record.model_name, record.model_config, _with_defaults(record.run_config))
+
+
+def _with_defaults(run_config: dict) -> dict:
+    """A stored run's settings with today's defaults filled in: a row measured before a setting
+    existed (e.g. `loss`) is the same config as one that states its default."""
+    from .runner import run_config_from_dict
+
+    try:
+        return asdict(run_config_from_dict(run_config))
+    except (TypeError, ValueError):  # another kind of run (e.g. a VLM's): compare as stored
+        return run_config
 
 
 def planned_key(source: str, environment: dict, model_name: str, model_config: dict, run) -> str:
