@@ -88,9 +88,21 @@ def _quality(run: RunConfig, advice: DatasetAdvice) -> float:
     return method.quality + targets + rank
 
 
+# The switches that make a run fit when nothing else does, cheapest first: the search adds them
+# one at a time, each on top of the previous ones. (RunConfig field, value, speed factor, what it is)
+SAVER_STEPS = (
+    ("expandable_segments", True, 1.0, "expandable segments (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True): less allocator slack, no speed cost"),
+    ("loss", "chunked", 0.97, "chunked loss (--loss chunked): the full logits never exist; the head runs again per chunk in backward, ~3% slower"),
+    ("offload_activations", True, 0.85, "activation offloading (--offload-activations): the checkpointed layer inputs wait in host RAM; a copy out and back per layer, ~15% slower"),
+)
+
+
 def _speed(run: RunConfig) -> float:
     """Relative tokens/s, from the costs that change it most (rough, for ranking only)."""
     speed = run.method_record.speed  # NF4 dequantization, DoRA's weight norm, ...
+    for field, value, factor, _ in SAVER_STEPS:
+        if getattr(run, field) == value:
+            speed *= factor
     if run.grad_ckpt:
         speed *= 0.75  # recomputing the forward costs about a third more compute
     if run.optimizer != "adamw":
@@ -121,6 +133,8 @@ def candidates(seq_len: int, precision: str, methods: tuple[str, ...], fixed: di
     fixed = fixed or {}
     runs = []
     for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
+        if fixed.get("offload_activations") and not ckpt:
+            continue  # offloading moves the checkpointed inputs: it needs checkpointing
         adapter = method_record(method).adapter
         if adapter is None or not adapter.uses_rank:
             runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, **fixed))
@@ -156,12 +170,13 @@ def recommend(
     advice = dataset_advice(dataset_size)
     precision = "bf16" if gpu.bf16 else "fp16"
     budget = gpu.total_bytes * (1 - margin_ratio)
-    fitting = []
-    for run in candidates(seq_len, precision, methods, fixed):
-        single = estimate(model, run, gpu, corrections)
-        placed = _place(single, gpus, budget, corrections)
-        if placed is not None:
-            fitting.append(placed)
+    fixed = dict(fixed or {})
+    fitting = _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corrections)
+    savers = [step for step in SAVER_STEPS if step[0] not in fixed]
+    while not fitting and savers:  # nothing fits: add the next cheapest switch and search again
+        field, value, _, _ = savers.pop(0)
+        fixed[field] = value
+        fitting = _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corrections)
     if not fitting:
         raise ConfigError(_nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, corrections))
     recommendations = []
@@ -181,8 +196,29 @@ def recommend(
         "memory": lambda r: (-r.estimate.breakdown.device_used_bytes, r.quality_score, r.speed_score),
     }[goal]
     recommendations.sort(key=key, reverse=True)
-    return _distinct(recommendations, top)
+    return [_with_saver_reasons(rec, model, gpu, corrections) for rec in _distinct(recommendations, top)]
 
+
+def _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corrections) -> list:
+    fitting = []
+    for run in candidates(seq_len, precision, methods, fixed):
+        placed = _place(estimate(model, run, gpu, corrections), gpus, budget, corrections)
+        if placed is not None:
+            fitting.append(placed)
+    return fitting
+
+
+def _with_saver_reasons(rec: Recommendation, model: ModelSpec, gpu: GpuSpec, corrections) -> Recommendation:
+    """Say what each switch the search had to turn on buys: the GiB it saves on this config."""
+    run, reasons = rec.run, list(rec.reasons)
+    for field, value, _, what in SAVER_STEPS:
+        if getattr(run, field) != value:
+            continue
+        plain = replace(run, **{field: RunConfig.__dataclass_fields__[field].default})
+        if field == "loss" or not plain.offload_activations or plain.grad_ckpt:
+            saved = estimate(model, plain, gpu, corrections).breakdown.device_used_bytes - estimate(model, run, gpu, corrections).breakdown.device_used_bytes
+            reasons.append(f"{what}; saves {saved / 2**30:.2f} GiB here")
+    return replace(rec, reasons=tuple(reasons))
 
 # least communication first: replicate everything, then shard states and grads, then parameters
 STRATEGY_ORDER = ("ddp", "zero2", "fsdp")
@@ -224,7 +260,20 @@ def _nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, correction
                 label = method_record(method).title
                 return (f"{message}: {label} r=16 would fit on {n} of them with FSDP full shard "
                         f"(add --gpus {n}), or try a shorter --seq-len or a bigger GPU")
-    return f"{message}: try a shorter --seq-len, a bigger GPU, or a smaller model"
+    return f"{message}: {_longest_context(model, gpu, budget, precision, corrections)}try a bigger GPU or a smaller model"
+
+
+def _longest_context(model, gpu, budget, precision, corrections) -> str:
+    """The longest --seq-len the leanest LoRA-style run reaches on this GPU with every switch on."""
+    from .limits import max_seq_len
+
+    lean = RunConfig(method=FALLBACK_METHODS[0], rank=4, targets=("attention",), seq_len=64, precision=precision,
+                     optimizer="paged-adamw-8bit", **{field: value for field, value, _, _ in SAVER_STEPS})
+    longest = max_seq_len(model, lean, replace(gpu, total_bytes=int(budget)), corrections)
+    if not longest:
+        return ""
+    return (f"with every memory saver on (chunked loss, activation offloading, expandable segments), "
+            f"{method_record(lean.method).title} r=4 on attention fits up to --seq-len {longest:,}; ")
 
 
 def _distinct(ranked: list[Recommendation], top: int) -> list[Recommendation]:
