@@ -7,7 +7,7 @@ flag, the bad value and what is allowed (the peft `LoraConfig` style).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 from .errors import ConfigError
 from .families import INPUT_GROUPS, LINEAR_GROUPS, Family, family_of
@@ -116,6 +116,11 @@ class ModelSpec:
     logit_softcap: bool = False  # Gemma-2 tanh-caps the logits: one more V-sized temporary
     source: str = "catalog"
     extra_components: tuple[Component, ...] = ()  # beside the text decoder: vision tower, projector, ...
+    sliding_window: int = 0  # attention window on every layer (Mistral, Phi-3); 0: none
+    sdpa: bool = True  # False: the family has no SDPA path, so `--attention sdpa` runs eager (Gemma-2)
+    norm_scale_fp32: bool = False  # RMSNorm multiplies its weight in fp32 (Gemma: x̂ * (1 + w))
+    fused_qkv: bool = False  # q, k and v come out of one Linear (Phi-3's qkv_proj)
+    attn_softcap: bool = False  # Gemma-2 tanh-caps the attention scores: one more batch·heads·seq² tensor
 
     @property
     def embed_params(self) -> int:
@@ -230,8 +235,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form
-        options = self.method_options.items() if isinstance(self.method_options, dict) else self.method_options
-        object.__setattr__(self, "method_options", tuple(sorted((str(key), value) for key, value in options)))
+        # (skipped for the usual empty tuple: planners build RunConfigs in tight loops)
+        options = self.method_options
+        if options or type(options) is not tuple:
+            options = options.items() if isinstance(options, dict) else options
+            object.__setattr__(self, "method_options", tuple(sorted((str(key), value) for key, value in options)))
         problems = list(_run_problems(self))
         if problems:
             raise ConfigError("; ".join(problems))
@@ -243,9 +251,7 @@ class RunConfig:
     @property
     def method_record(self):
         """The method's record (`planner.methods.Method`)."""
-        from .methods import METHODS
-
-        return METHODS[self.method]
+        return _registry().METHODS[self.method]
 
     @property
     def is_quantized(self) -> bool:
@@ -266,13 +272,20 @@ class RunConfig:
         for key, value in self.method_options:
             if key == name:
                 return value
-        from .methods import method_options
-
-        return next(option.default for option in method_options() if option.name == name)
+        return next(option.default for option in _registry().method_options() if option.name == name)
 
     @property
     def tokens(self) -> int:
         return self.batch * self.seq_len
+
+
+@cache
+def _registry():
+    """`planner.methods`, bound on first use: it imports this module. Its attributes are read on
+    each use, so a record registered at run time (tests do) is seen."""
+    from . import methods
+
+    return methods
 
 
 def _choice_problem(flag: str, value: str, allowed: tuple[str, ...]) -> str | None:
@@ -282,10 +295,8 @@ def _choice_problem(flag: str, value: str, allowed: tuple[str, ...]) -> str | No
 
 
 def _run_problems(run: RunConfig):
-    from .methods import METHOD_KEYS, method_options
-
     for flag, value, allowed in (
-        ("--method", run.method, METHOD_KEYS),
+        ("--method", run.method, _registry().METHOD_KEYS),
         ("--optimizer", run.optimizer, OPTIMIZERS),
         ("--precision", run.precision, PRECISIONS),
         ("--attention", run.attention, ATTENTIONS),
@@ -308,14 +319,11 @@ def _run_problems(run: RunConfig):
         from .savers import saver_problems  # only a run that asks for a saver pays for the import
 
         yield from saver_problems(run)
-    known = {option.name: option for option in method_options()}
+    if not run.method_options:
+        return  # the registry walk below is most of a RunConfig's cost
+    known = {option.name: option for option in _registry().method_options()}
     for name, value in run.method_options:
         if name not in known:
             yield f"unknown method option {name!r}; known: {', '.join(known) or 'none'}"
         elif (problem := known[name].problem(value)) is not None:
             yield problem
-    sliding_window: int = 0  # attention window on every layer (Mistral, Phi-3); 0: none
-    sdpa: bool = True  # False: the family has no SDPA path, so `--attention sdpa` runs eager (Gemma-2)
-    norm_scale_fp32: bool = False  # RMSNorm multiplies its weight in fp32 (Gemma: x̂ * (1 + w))
-    fused_qkv: bool = False  # q, k and v come out of one Linear (Phi-3's qkv_proj)
-    attn_softcap: bool = False  # Gemma-2 tanh-caps the attention scores: one more batch·heads·seq² tensor
