@@ -1,13 +1,14 @@
 """A memory breakdown: named terms, each live in some phases of a training step.
 
 The peak of a statistic is the largest phase total; totals are always summed from the terms,
-never stored beside them (nanoGPT's transformer_sizing notebook).
+never stored beside them (nanoGPT's transformer_sizing notebook). The estimator may hand the
+sums in and build the terms only when they are read (`MemoryBreakdown.deferred`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from typing import Callable
 
 # Phases of one steady-state step (step 2 on, optimizer states exist).
 FORWARD = "forward"  # end of forward and the loss, when saved activations are largest
@@ -34,44 +35,81 @@ class Term:
     stat: str = ALLOCATED
 
 
-@dataclass(frozen=True)
 class MemoryBreakdown:
-    """Every term of one estimate; the three statistics are derived from them."""
+    """Every term of one estimate; the three statistics are derived from them.
 
-    terms: tuple[Term, ...]
+    Made from terms, or by the estimator from the sums of its terms with the terms built on
+    first read (`deferred`): a sweep reads one statistic and never shows a term.
+    """
 
-    @cached_property
-    def _allocated_by_phase(self) -> dict[str, int]:
-        totals = dict.fromkeys(PHASES, 0)
-        for term in self.terms:
+    __slots__ = ("_terms", "_build", "_allocated", "_reserved", "_device")
+
+    def __init__(self, terms: tuple[Term, ...]):
+        self._terms = terms
+        self._build = None
+        self._allocated = None
+
+    @classmethod
+    def deferred(cls, allocated_by_phase: dict[str, int], reserved: int, device: int, build: Callable[[], tuple[Term, ...]]) -> MemoryBreakdown:
+        """A breakdown whose sums are known: allocated bytes per phase, and every RESERVED and
+        every DEVICE term's bytes; `build()` returns the terms they are the sums of."""
+        breakdown = cls.__new__(cls)
+        breakdown._terms, breakdown._build = None, build
+        breakdown._allocated, breakdown._reserved, breakdown._device = allocated_by_phase, reserved, device
+        return breakdown
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        if self._terms is None:
+            self._terms = self._build()
+        return self._terms
+
+    def _sum(self) -> None:
+        """One pass over the terms for every statistic."""
+        allocated, reserved, device = dict.fromkeys(PHASES, 0), 0, 0
+        for term in self._terms:
             if term.stat == ALLOCATED:
                 for phase in term.phases:
-                    totals[phase] += term.bytes
-        return totals
+                    allocated[phase] += term.bytes
+            elif term.stat == RESERVED:
+                reserved += term.bytes
+            elif term.stat == DEVICE:
+                device += term.bytes
+        self._allocated, self._reserved, self._device = allocated, reserved, device
+
+    @property
+    def _allocated_by_phase(self) -> dict[str, int]:
+        if self._allocated is None:
+            self._sum()
+        return self._allocated
+
+    def totals(self) -> tuple[dict[str, int], int, int]:
+        """Allocated bytes per phase, and the bytes of all RESERVED and of all DEVICE terms."""
+        return dict(self._allocated_by_phase), self._reserved, self._device
 
     def phase_total(self, phase: str, stats: tuple[str, ...] = (ALLOCATED,)) -> int:
         if stats == (ALLOCATED,):
             return self._allocated_by_phase[phase]
         return sum(term.bytes for term in self.terms if phase in term.phases and term.stat in stats)
 
-    @cached_property
+    @property
     def peak_phase(self) -> str:
         return max(PHASES, key=self._allocated_by_phase.__getitem__)
 
     @property
     def peak_allocated_bytes(self) -> int:
         """Predicts torch.cuda.max_memory_allocated() over a steady-state step."""
-        return self.phase_total(self.peak_phase)
+        return max(self._allocated_by_phase.values())
 
     @property
     def peak_reserved_bytes(self) -> int:
         """Predicts torch.cuda.max_memory_reserved(): allocated plus the allocator's slack."""
-        return self.peak_allocated_bytes + sum(t.bytes for t in self.terms if t.stat == RESERVED)
+        return self.peak_allocated_bytes + self._reserved
 
     @property
     def device_used_bytes(self) -> int:
         """Predicts what nvidia-smi shows for the process: reserved plus memory outside the allocator."""
-        return self.peak_reserved_bytes + sum(t.bytes for t in self.terms if t.stat == DEVICE)
+        return self.peak_reserved_bytes + self._device
 
     def at_peak(self) -> dict[str, int]:
         """Term name -> bytes counted in the peak (a term not live in the peak phase counts 0)."""
@@ -83,3 +121,12 @@ class MemoryBreakdown:
 
     def by_name(self) -> dict[str, int]:
         return {term.name: term.bytes for term in self.terms}
+
+    def __eq__(self, other: object) -> bool:
+        return self.terms == other.terms if isinstance(other, MemoryBreakdown) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.terms)
+
+    def __repr__(self) -> str:
+        return f"MemoryBreakdown(terms={self.terms!r})"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from operator import attrgetter
 
 from .activations import (
     checkpoint_inputs_bytes,
@@ -12,11 +14,12 @@ from .activations import (
     layer_transient_bytes,
     logits_bytes,
 )
-from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, MemoryBreakdown, Term
+from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, PHASES, MemoryBreakdown, Term
 from .dtypes import DtypePlan, dtype_plan
 from .optimizer import optimizer_terms
-from .overhead import Corrections, overhead_terms
-from .savers import checkpoint_terms, loss_terms
+from .overhead import Corrections, overhead_bytes, overhead_terms
+from .savers import checkpoint_terms, loss_terms, polynomial
+from .scaling import PhaseSums, fit
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 INT64 = 8
@@ -111,6 +114,57 @@ def adapter_weight_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapte
     ]
 
 
+def tensor_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...], scale: float) -> list[Term]:
+    """Every term but the overhead ones, which follow from these terms' peak."""
+    activations = activation_terms(model, run, dt, adapted)
+    if scale != 1.0:
+        activations = [replace(term, bytes=round(term.bytes * scale)) for term in activations]
+    base = run.method_record.base.terms(model, run, dt)
+    return [*base, *adapter_weight_terms(model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What an estimate takes from its model and run but for batch and seq_len, kept across estimates."""
+
+    model: ModelSpec  # held, with the method, so that their ids in the cache key stay theirs
+    method: object
+    scale: float  # the activation scale of the corrections
+    adapted: tuple[str, ...]
+    dt: DtypePlan
+    sums: PhaseSums | None  # None: not fitted, sum the terms
+
+
+# every RunConfig field but batch and seq_len, so that a new field is part of the key
+_SHAPE_FIELDS = attrgetter(*(f.name for f in fields(RunConfig) if f.name not in ("batch", "seq_len")))
+_SHAPES: dict[tuple, RunShape] = {}
+MAX_SHAPES = 4096
+
+
+def run_shape(model: ModelSpec, run: RunConfig, scale: float) -> RunShape:
+    """The cached shape of (model, run without batch and seq_len, activation scale)."""
+    method = run.method_record
+    key = (id(model), id(method), _SHAPE_FIELDS(run), scale)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        adapted = method.adapter.placements(model, run) if method.adapter else ()
+        dt = dtype_plan(run)
+        # a calibrated scale rounds each activation term, which is rarely linear: sum those terms
+        # a sliding window switches a term on at seq_len >= window: not one polynomial, so sum the terms
+        fits = scale == 1.0 and not model.sliding_window and polynomial(run)  # a loss chunk caps a term
+        sums = fit(lambda b, s: tensor_terms(model, replace(run, batch=b, seq_len=s), dt, adapted, scale)) if fits else None
+        if len(_SHAPES) >= MAX_SHAPES:
+            _SHAPES.clear()
+        shape = _SHAPES[key] = RunShape(model, method, scale, adapted, dt, sums)
+    return shape
+
+
+def _all_terms(model: ModelSpec, run: RunConfig, gpu: GpuSpec | None, corrections: Corrections, shape: RunShape) -> tuple[Term, ...]:
+    terms = tensor_terms(model, run, shape.dt, shape.adapted, shape.scale)
+    allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
+    return (*terms, *overhead_terms(run, gpu, allocated, corrections))
+
+
 def estimate(
     model: ModelSpec,
     run: RunConfig,
@@ -119,18 +173,19 @@ def estimate(
 ) -> Estimate:
     """Estimate one run's peak memory.
 
+    The statistics come from the shape's fitted sums; the terms are built when first read.
+
     Raises:
         ConfigError: targets the model does not have.
     """
     corrections = corrections or DEFAULT_CORRECTIONS
-    method = run.method_record
-    adapted = method.adapter.placements(model, run) if method.adapter else ()
-    dt = dtype_plan(run)
-    activations = activation_terms(model, run, dt, adapted)
-    scale = corrections.scale_for(run.method)
-    if scale != 1.0:
-        activations = [replace(term, bytes=round(term.bytes * scale)) for term in activations]
-    terms = [*method.base.terms(model, run, dt), *adapter_weight_terms(model, run, dt, adapted), *optimizer_terms(model, run, dt, adapted), *activations]
-    allocated = MemoryBreakdown(tuple(terms)).peak_allocated_bytes
-    terms += overhead_terms(run, gpu, allocated, corrections)
-    return Estimate(model, run, gpu, adapted, MemoryBreakdown(tuple(terms)), corrections.source)
+    shape = run_shape(model, run, corrections.scale_for(run.method))
+    build = partial(_all_terms, model, run, gpu, corrections, shape)
+    if shape.sums is None:
+        breakdown = MemoryBreakdown(build())
+    else:
+        *allocated, reserved, device = shape.sums.at(run.batch, run.seq_len)
+        workspace, slack, context = overhead_bytes(run, gpu, max(allocated), corrections)
+        by_phase = dict(zip(PHASES, [total + workspace for total in allocated]))  # the workspace is live in every phase
+        breakdown = MemoryBreakdown.deferred(by_phase, reserved + slack, device + context, build)
+    return Estimate(model, run, gpu, shape.adapted, breakdown, corrections.source)

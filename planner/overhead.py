@@ -34,20 +34,29 @@ HOPPER_KEYS = ("h100", "h200")
 HOPPER_CUBLAS_WORKSPACE = 32 * MIB  # torch uses a 32 MiB cuBLAS workspace on sm90
 
 
+def overhead_bytes(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, params: Corrections) -> tuple[int, int, int]:
+    """(cuBLAS workspace, allocator slack, CUDA context) bytes; all 0 on a CPU run."""
+    if run.device_kind != "cuda":
+        return 0, 0, 0
+    workspace = HOPPER_CUBLAS_WORKSPACE if gpu is not None and gpu.key in HOPPER_KEYS else params.cublas_workspace_bytes
+    ratio = slack_ratio(run, params.allocator_slack_ratio)  # --expandable-segments shrinks it (planner/savers.py)
+    return workspace, int((peak_allocated + workspace) * ratio), params.cuda_context_bytes
+
+
 def overhead_terms(run: RunConfig, gpu: GpuSpec | None, peak_allocated: int, params: Corrections) -> list[Term]:
     """CUDA-only terms; none on a CPU run."""
     if run.device_kind != "cuda":
         return []
-    workspace = HOPPER_CUBLAS_WORKSPACE if gpu is not None and gpu.key in HOPPER_KEYS else params.cublas_workspace_bytes
+    workspace, slack, context = overhead_bytes(run, gpu, peak_allocated, params)
     return [
         Term("overhead/cublas_workspace", workspace, "cuBLAS workspace, allocated through torch's caching allocator", ALL_PHASES),
         Term(
             "overhead/allocator_slack",
-            int((peak_allocated + workspace) * slack_ratio(run, params.allocator_slack_ratio)),  # --expandable-segments (planner/savers.py)
+            slack,
             f"reserved over allocated: {slack_ratio(run, params.allocator_slack_ratio):.0%} ({params.source})"
             + (", expandable segments (assumed half the slack, not yet measured on a GPU)" if run.expandable_segments else ""),
             ALL_PHASES,
             RESERVED,
         ),
-        Term("overhead/cuda_context", params.cuda_context_bytes, f"CUDA context and kernels ({params.source})", ALL_PHASES, DEVICE),
+        Term("overhead/cuda_context", context, f"CUDA context and kernels ({params.source})", ALL_PHASES, DEVICE),
     ]
