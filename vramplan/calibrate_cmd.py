@@ -66,6 +66,12 @@ def _report(db, as_json, current=False, html_path=None):
         from .reports.calibration_table import render_error_table
 
         render_error_table(Console(), report.summary, report.excluded)
+        from .calibrate.family_report import family_summaries, model_types
+        from .calibrate.store import Store
+        from .reports.family_table import render_family_table
+
+        with Store.open(db) as store:  # the table per model family (issue 13): which config each run measured
+            render_family_table(Console(), family_summaries(report.rows, model_types(store.runs())))
     if html_path is not None:
         from .commands import wrote
         from .reports.html_report import write_report
