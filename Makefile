@@ -29,8 +29,11 @@ browser:
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium could not be installed: the browser tests will skip"
 
+# the planner sweep also runs against BENCH_BASELINE (the commit before this milestone's work) for
+# a new/old ratio measured in the same run; `make bench BENCH_BASELINE=` skips it
+BENCH_BASELINE ?= e802755
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(if $(BENCH_BASELINE),--baseline-ref $(BENCH_BASELINE))
 	$(PY) benchmarks/callback_overhead.py
 
 clean:
