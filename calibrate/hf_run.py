@@ -83,15 +83,14 @@ def _four_bit(model) -> tuple[bool, bool, torch.dtype | None]:
 
 
 def _weights_dtype(model, quantized: bool, compute: torch.dtype | None) -> torch.dtype:
-    """The frozen base's dtype (the trainable one's for full fine-tuning)."""
+    """The dtype the run computes in: a 4-bit base's compute dtype, else the frozen base's (the
+    trainable weights' in full fine-tuning)."""
     if quantized:
-        quant = getattr(base_model(model).config, "quantization_config", None)
-        dtype = getattr(quant, "bnb_4bit_compute_dtype", None) if quant is not None and not isinstance(quant, dict) else None
-        if isinstance(quant, dict):
-            dtype = quant.get("bnb_4bit_compute_dtype")
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype.replace("torch.", ""), None)
-        return dtype or compute or torch.bfloat16
+        if compute is None:  # the Linear4bit modules carry it; else the quantization config says it
+            quant = getattr(base_model(model).config, "quantization_config", None)
+            raw = quant.get("bnb_4bit_compute_dtype") if isinstance(quant, dict) else getattr(quant, "bnb_4bit_compute_dtype", None)
+            compute = getattr(torch, raw.replace("torch.", ""), None) if isinstance(raw, str) else raw
+        return compute or torch.bfloat16
     frozen = [p for n, p in model.named_parameters() if "lora_" not in n and p.dtype.is_floating_point]
     return frozen[0].dtype if frozen else next(model.parameters()).dtype
 
@@ -118,6 +117,10 @@ def run_from_model(model, args, optimizer, batch: int, seq_len: int, device: str
         raise ConfigError(f"weights in {_weights_dtype(model, quantized, compute)} are not modelled")
     autocast = "bf16" if getattr(args, "bf16", False) else "fp16" if getattr(args, "fp16", False) else None
     precision = f"{autocast}-mixed" if weights == "fp32" and autocast else weights
+    if weights != "fp32" and autocast and adapter is not None:
+        from vramplan.planner.interop.common import AUTOCAST_NOTE
+
+        notes.append(AUTOCAST_NOTE.format(amp=autocast))
     adapter_dtype = "fp32"
     if adapter is not None:
         lora_weights = [p for n, p in model.named_parameters() if "lora_A" in n]

@@ -128,3 +128,11 @@ def test_a_failure_inside_the_callback_is_a_warning_and_training_goes_on(tmp_pat
     assert len(messages) == 1 and "not modelled" in messages[0] and "training goes on, this run is not recorded" in messages[0]
     assert callback.record_id is None and not db.exists()
     assert _get_current_dispatch_mode() is None  # the CPU tracker is not left behind
+
+
+def test_16_bit_weights_under_autocast_are_estimated_as_the_pure_run_and_said_so(tmp_path):
+    callback, _ = train(tmp_path / "store.db", dtype=torch.bfloat16, bf16=True, callback=VramplanCallback(record=False))
+    record = callback.result["record"]
+    assert record.run_config["precision"] == "bf16" and record.run_config["adapter_dtype"] == "fp32"
+    assert any("16-bit weights under bf16 autocast" in note for note in record.environment["trainer"]["notes"])
+    assert record.est_peak_allocated_bytes >= record.peak_allocated_bytes  # an upper bound, as the note says

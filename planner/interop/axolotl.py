@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, row_shape, split_names
+from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, row_shape, set_precision, split_names
 from .parallel import map_deepspeed, map_fsdp
 from .plan_view import ExportPlan
 from .rows import dataset_entry
@@ -33,7 +33,7 @@ NO_EFFECT = (
     "lora_model_dir", "lora_fan_in_fan_out", "loss_watchdog_threshold", "loss_watchdog_patience",
     "ddp_timeout", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "tf32", "torch_compile", "torch_compile_backend",
     "logging_first_step", "include_tokens_per_second", "gc_steps", "remove_unused_columns", "plugins", "pad_to_sequence_len",
-    "eval_sample_packing", "sample_packing_eff_est", "total_num_tokens", "low_cpu_mem_usage", "bfloat16", "float16",
+    "eval_sample_packing", "sample_packing_eff_est", "total_num_tokens", "low_cpu_mem_usage",
     "fsdp_version", "flash_attn_fuse_qkv", "flash_attn_fuse_mlp", "use_tensorboard", "dataloader_num_workers",
     "dataloader_pin_memory", "dataloader_prefetch_factor",
 )
@@ -180,17 +180,17 @@ def _checkpointing(r: Reader) -> None:
 
 
 def _precision(r: Reader) -> None:
-    bf16 = r.get("bf16", None)
-    fp16 = r.bool("fp16", False)
-    if isinstance(bf16, str) and bf16.strip().lower() == "auto":
-        r.set("precision", None, "bf16")  # bf16 where the GPU has it, else fp16: the command decides
+    """The weights load in the training dtype (`bfloat16` / `float16`: without AMP); `bf16` / `fp16`
+    turn on the Trainer's autocast (`bf16: auto`: bf16 where the GPU has it)."""
+    bf16, fp16 = r.get("bf16", None), r.bool("fp16", False)
+    no_amp = "bf16" if r.bool("bfloat16", False) else "fp16" if r.bool("float16", False) else None
+    auto = isinstance(bf16, str) and bf16.strip().lower() == "auto"
+    amp = "auto" if auto else "bf16" if (bf16 is not None and (str(bf16).lower() == "full" or r.as_bool("bf16", bf16, False))) else "fp16" if fp16 else None
+    weights = no_amp or {"auto": None, None: "fp32"}.get(amp, amp)  # axolotl loads the weights in the training dtype
+    if auto:
         r.note("bf16: auto: bf16 on GPUs that have it, else fp16")
-    elif bf16 is not None and r.as_bool("bf16", bf16, False):
-        r.set("precision", "bf16", "bf16")
-    elif fp16:
-        r.set("precision", "fp16", "fp16")
-    else:
-        r.set("precision", "fp32", "bf16/fp16 (neither set)", default=bf16 is None)
+    key = "bfloat16" if no_amp == "bf16" else "float16" if no_amp else "bf16" if amp in ("bf16", "auto") else "fp16" if amp else "bf16/fp16 (neither set)"
+    set_precision(r, weights, None if no_amp else amp, key, default=key.endswith("(neither set)") and bf16 is None)
 
 
 def _attention(r: Reader) -> None:
@@ -212,6 +212,7 @@ def _attention(r: Reader) -> None:
 
 # ---------------------------------------------------------------- export
 PRECISION_KEYS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16": False, "fp16": True}, "fp32": {"bf16": False, "fp16": False}}
+NO_AMP_KEYS = {"bf16": {"bfloat16": True, "bf16": False, "fp16": False}, "fp16": {"float16": True, "bf16": False, "fp16": False}}
 DATASET_TYPES = {"messages": "chat_template", "instruction": "alpaca", "text": "completion"}  # axolotl's prompt strategies
 ATTENTION_KEYS = {"flash": "flash_attention", "sdpa": "sdp_attention", "eager": "eager_attention"}
 MEMORY_KEYS = ("base_model", "adapter", "load_in_4bit", "load_in_8bit", "bnb_config_kwargs", "peft_use_dora", "peft_use_rslora",
@@ -219,6 +220,7 @@ MEMORY_KEYS = ("base_model", "adapter", "load_in_4bit", "load_in_8bit", "bnb_con
                "micro_batch_size", "gradient_accumulation_steps", "batch_size", "gradient_checkpointing",
                "gradient_checkpointing_kwargs", "optimizer", "bf16", "fp16", "flash_attention", "sdp_attention",
                "eager_attention", "xformers_attention", "flex_attention", "s2_attention", "deepspeed", "fsdp", "fsdp_config",
+               "bfloat16", "float16",
                "sample_packing", "liger_fused_linear_cross_entropy", "cut_cross_entropy", "chunked_cross_entropy", "activation_offloading")
 DEEPSPEED_FILES = {("zero1", "none"): "zero1.json", ("zero2", "none"): "zero2.json", ("zero3", "none"): "zero3_bf16.json",
                    ("zero3", "params"): "zero3_bf16_cpuoffload_all.json", ("zero3", "optimizer"): "zero3_bf16_cpuoffload_params.json"}
@@ -234,7 +236,8 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
 
     plan.require_peft_adapter(KEY)
     run, notes = plan.run, []
-    if run.precision not in PRECISION_KEYS:
+    mixed = run.precision.endswith("-mixed")
+    if mixed:
         raise ConfigError(f"--export axolotl: precision {run.precision} (fp32 master weights under autocast) has no axolotl setting; "
                           "axolotl loads the weights in the training dtype: use bf16, fp16 or fp32")
     if plan.adapter and run.adapter_dtype != "fp32":
@@ -261,7 +264,11 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
     if run.grad_ckpt:
         doc["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     doc["optimizer"] = EXPORT_OPTIMIZERS[run.optimizer]
-    doc.update(PRECISION_KEYS[run.precision])
+    half = run.precision.removesuffix("-mixed")
+    if plan.adapter and not mixed and half in NO_AMP_KEYS:
+        doc.update(NO_AMP_KEYS[half])  # the pure 16-bit run vramplan estimated: 16-bit weights, no autocast
+    else:  # full fine-tuning (autocast changes nothing on 16-bit weights), or a 4-bit base's *-mixed
+        doc.update(PRECISION_KEYS[half])
     doc[ATTENTION_KEYS[run.attention]] = True
     parallel = plan.parallel
     if parallel is not None and parallel.strategy.startswith("zero"):

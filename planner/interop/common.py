@@ -330,3 +330,27 @@ def row_shape(path: str | None) -> str:
         if isinstance(row, dict):
             return next((shape for shape in ("messages", "instruction") if shape in row), "text")
     return "text"
+
+
+AUTOCAST_NOTE = ("16-bit weights under {amp} autocast: PEFT's fp32 adapters then compute in 16 bits, which the estimate "
+                 "does not model; it keeps their fp32 input copies (an upper bound, 5-10% on the CPU probes)")
+
+
+def set_precision(r: Reader, weights: str | None, autocast: str | None, key: str, default: bool = False) -> None:
+    """vramplan's --precision for weights in `weights` ("bf16", "fp16", "fp32"; None: the GPU's 16-bit
+    dtype) trained under `autocast` ("bf16", "fp16", "auto": the GPU's; None: off).
+
+    fp32 weights under autocast are the *-mixed precisions. 16-bit weights under autocast of the
+    same dtype are estimated as the pure 16-bit run: a full fine-tune is the same, an adapter run
+    a little smaller (said in a note).
+    """
+    if weights == "fp32":
+        value = f"{autocast}-mixed" if autocast else "fp32"
+    elif autocast not in (None, "auto") and weights is not None and autocast != weights:
+        r.problem("precision", f"{key}: {weights} weights under {autocast} autocast are not modelled; pass --precision")
+        return
+    else:
+        value = weights or "auto"
+        if autocast and r.settings.get("adapter") is not None:
+            r.note(f"{key}: " + AUTOCAST_NOTE.format(amp=autocast if autocast != "auto" else "16-bit"))
+    r.set("precision", None if value == "auto" else value, key, default=default)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, split_names
+from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, set_precision, split_names
 from .parallel import deepspeed_document, map_deepspeed
 from .plan_view import ExportPlan
 
@@ -163,9 +163,9 @@ def _precision(r: Reader, kind: str, pure_bf16: bool) -> None:
         r.set("precision", "bf16", "pure_bf16")
         if kind == "lora":
             r.set("adapter_dtype", "bf16", "pure_bf16")
-    elif bf16 or fp16:
+    elif bf16 or fp16:  # the Trainer's autocast over the base loaded in that dtype; full: trainable weights cast to fp32
         half = "bf16" if bf16 else "fp16"
-        r.set("precision", f"{half}-mixed" if kind == "full" else half, "bf16" if bf16 else "fp16")
+        set_precision(r, "fp32" if kind == "full" else half, half, "bf16" if bf16 else "fp16")
     else:
         r.set("precision", None, "bf16/fp16 (neither set)", default=True)
         r.note("neither bf16 nor fp16: LLaMA-Factory picks the 16-bit dtype the GPU has; estimated that way")
@@ -249,6 +249,7 @@ def _precision_keys(run, full: bool) -> dict:
         raise ConfigError(f"--export llama-factory: {run.precision} with an adapter: LLaMA-Factory loads the base in {half}; use {half}")
     if run.adapter_dtype == "bf16" and half == "bf16":
         return {"pure_bf16": True}
+    # LLaMA-Factory autocasts over the 16-bit base; vramplan reads that back as this pure run (an upper bound)
     if run.adapter_dtype != "fp32":
         raise ConfigError(f"--export llama-factory: adapter dtype {run.adapter_dtype}: LLaMA-Factory keeps fp32 adapters (bf16 with pure_bf16)")
     return wanted

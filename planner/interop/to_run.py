@@ -57,8 +57,11 @@ def run_from_imported(imported: Imported, typed: dict, method: str | None = None
             values[name] = default
             notes.append(f"{name}: not in {', '.join(imported.files)}; vramplan's default {default} ({FLAGS[name]} to change it)")
     values.update({name: value for name, value in typed.items() if name in RUN_FIELDS and value is not None})
+    half = "bf16" if bf16_gpu else "fp16"  # what "auto" means: the GPU's 16-bit dtype
     if values.get("precision") is None:
-        values["precision"] = "bf16" if bf16_gpu else "fp16"
+        values["precision"] = half
+    elif values["precision"] == "auto-mixed":
+        values["precision"] = f"{half}-mixed"
     try:
         run = RunConfig(method=method, **values)
     except ConfigError as exc:

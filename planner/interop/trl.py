@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, split_names
+from .common import EXPORT_OPTIMIZERS, Reader, map_hf_optimizer, set_precision, split_names
 from .parallel import deepspeed_document, map_deepspeed, map_fsdp
 from .plan_view import ExportPlan
 from .rows import dataset_entry
@@ -199,12 +199,7 @@ def _precision(r: Reader, init: dict, trl: bool) -> None:
         r.note("the weights' dtype is not in a TrainingArguments file: from_pretrained loads the checkpoint's (bf16 for most); "
                "estimated as 16-bit weights, pass --precision if yours differ")
         weights = autocast or "bf16"
-    if weights == "fp32":
-        r.set("precision", f"{autocast}-mixed" if autocast else "fp32", key, default=raw is None)
-    elif autocast not in (None, weights):
-        r.problem("precision", f"{weights} weights under {autocast} autocast are not modelled; pass --precision")
-    else:
-        r.set("precision", weights, key, default=raw is None)
+    set_precision(r, weights, autocast, key, default=raw is None)
 
 
 # ---------------------------------------------------------------- export
@@ -230,6 +225,10 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
     if plan.adapter and run.adapter_dtype != "fp32":
         raise ConfigError(f"--export trl: adapter dtype {run.adapter_dtype}: PEFT under TRL keeps fp32 adapters; use --adapter-dtype fp32")
     dtype, bf16, fp16 = WEIGHTS[run.precision]
+    if plan.adapter and not run.precision.endswith("-mixed"):
+        bf16 = fp16 = False  # the pure 16-bit run vramplan estimated; autocast would compute the fp32 adapters in 16 bits
+        notes.append(f"bf16/fp16: false with dtype {dtype}: pure {run.precision} training, the run estimated "
+                     "(autocast on would need a little less: PEFT's fp32 adapters then compute in 16 bits)")
     doc = {key: value for key, value in (base or {}).items() if key not in MEMORY_KEYS}
     doc = {"model_name_or_path": plan.model, "dtype": dtype, "attn_implementation": EXPORT_ATTENTION[run.attention], **doc}
     if plan.dataset and "dataset_name" not in doc and "datasets" not in doc:
