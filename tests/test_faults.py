@@ -461,3 +461,22 @@ def test_a_damaged_checkpoint_says_how_to_go_on(tiny, tmp_path):
     marker = json.loads((out / "vramplan-run.json").read_text())
     assert marker["status"] == "error" and "is damaged" in marker["message"]  # a final state, never `running`
     assert stored_names(db)[:2] == ["seed", str(tiny["model"].resolve())]  # nothing stored was lost
+
+
+def test_a_checkpoint_cut_by_a_full_disk_leaves_no_half_folder(tmp_path, monkeypatch):
+    import torch
+
+    from vramplan.calibrate.trainer import checkpoint as ckpt
+
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    kept = ckpt.save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path, model, optimizer, scheduler, {"step": 2})
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [kept.name]  # the last good one, nothing half-written

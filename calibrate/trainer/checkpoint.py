@@ -92,9 +92,13 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict, kee
     final = out_dir / "checkpoints" / f"step-{state['step']:06d}"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, tmp / "weights")
-    payload = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
-    torch.save(payload, tmp / STATE_FILE)
+    try:
+        save_weights(model, tmp / "weights")
+        payload = {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        torch.save(payload, tmp / STATE_FILE)
+    except BaseException:  # a full disk (or Ctrl-C) mid-save: no half checkpoint is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     for old in checkpoint_dirs(out_dir)[:-keep] if keep > 0 else []:
