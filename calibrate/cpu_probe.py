@@ -34,6 +34,7 @@ STATISTIC = (
 )
 PHASES = ("load", "forward", "backward", "optimizer")
 LR = 5e-5  # HF Trainer's default; irrelevant to memory
+PROBE_EXAMPLES_PER_ROW = 4  # --packing probes: how many equal examples share a row
 
 
 def make_optimizer(run: RunConfig, params, foreach: bool | None = None):
@@ -119,7 +120,7 @@ def describe_model(tracker: LiveTensorTracker, model) -> dict:
 
 
 def run_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, ids, labels, steps: int,
-              record_loss: bool = True) -> dict:
+              record_loss: bool = True, inputs: dict | None = None) -> dict:
     """``steps`` HF-Trainer-style training steps, each phase inside ``tracker.phase``."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     out: dict = {"losses": []}
@@ -128,7 +129,7 @@ def run_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, ids,
         tracker.step = step
         with tracker.phase("forward"):
             with autocast_context(run):
-                loss = training_loss(model, run, ids, labels)  # the model's own loss, or --loss chunked
+                loss = training_loss(model, run, ids, labels, **(inputs or {}))  # the model's own loss, or --loss chunked
             # Trainer keeps only the loss: the logits die with the model's outputs
         with tracker.phase("backward"):
             loss.backward()
@@ -212,8 +213,13 @@ def measure_cpu(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0, 
                 gen = torch.Generator().manual_seed(seed)
                 ids = torch.randint(0, vocab, (run.batch, run.seq_len), generator=gen)
                 labels = ids.clone()
-            extra["input_bytes"] = unique_storage_bytes([ids, labels])
-            extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps))
+                inputs = {}
+                if run.packing:  # four examples per row, positions restarting: the packed (block-diagonal) path
+                    from .trainer.packing import probe_position_ids
+
+                    inputs["position_ids"] = probe_position_ids(run.batch, run.seq_len, PROBE_EXAMPLES_PER_ROW)
+            extra["input_bytes"] = unique_storage_bytes([ids, labels, *inputs.values()])
+            extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps, inputs=inputs))
             if ledger is not None:
                 extra["host_peak_bytes"] = ledger.peak_bytes  # pinned host RAM of the offloaded inputs
     extra.update(

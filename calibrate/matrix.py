@@ -46,7 +46,7 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing()
 
 
 def _cpu_savers() -> list[tuple[str, RunConfig]]:
@@ -64,6 +64,19 @@ def _cpu_savers() -> list[tuple[str, RunConfig]]:
         ("probe-llama", replace(base, offload_activations=True)),
         ("probe-llama", replace(base, method="qlora", offload_activations=True)),
         ("probe-llama", replace(base, offload_activations=True, **chunked)),
+    ]
+
+
+def _cpu_packing() -> list[tuple[str, RunConfig]]:
+    """--packing: examples packed by position ids (an explicit block-diagonal mask for SDPA)."""
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=1, seq_len=384, packing=True, grad_ckpt=False)
+    return [
+        ("probe-llama", replace(base, method="lora")),
+        ("probe-llama", replace(base, method="lora", grad_ckpt=True, batch=3, seq_len=192)),
+        ("probe-qwen2", replace(base, method="qlora")),
+        ("probe-qwen3", replace(base, method="dora")),
+        ("probe-qwen3", replace(base, method="full", batch=2, seq_len=192)),
+        ("probe-qwen2", replace(base, method="adapter", grad_ckpt=True)),
     ]
 
 

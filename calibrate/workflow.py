@@ -35,8 +35,11 @@ def resolve_device(device: str | None) -> str:
 
 
 # ---------------------------------------------------------------- measuring a matrix
-def select_matrix(device: str, preset: str, models: tuple[str, ...] = (), methods: tuple[str, ...] = ()) -> list[tuple[str, RunConfig]]:
-    """The preset's (model name, run) pairs for `device`, kept to `models` and `methods` when given.
+def select_matrix(device: str, preset: str, models: tuple[str, ...] = (), methods: tuple[str, ...] = (),
+                  where: tuple[str, ...] = ()) -> list[tuple[str, RunConfig]]:
+    """The preset's (model name, run) pairs for `device`, kept to `models`, `methods` and `where` when given.
+
+    `where` holds `field=value` conditions on the run settings (`packing=true`, `precision=bf16-mixed`).
 
     Raises:
         ConfigError: the filters leave nothing to measure.
@@ -48,9 +51,19 @@ def select_matrix(device: str, preset: str, models: tuple[str, ...] = (), method
         matrix = [(m, r) for m, r in matrix if m in set(models)]
     if methods:
         matrix = [(m, r) for m, r in matrix if r.method in set(methods)]
+    for field, value in (_condition(text) for text in where):
+        matrix = [(m, r) for m, r in matrix if str(getattr(r, field, None)).lower() == value]
     if not matrix:
-        raise ConfigError("--models/--methods left nothing to measure in this preset")
+        raise ConfigError("--models/--methods/--where left nothing to measure in this preset")
     return matrix
+
+
+def _condition(text: str) -> tuple[str, str]:
+    """`field=value` of `--where`, checked against the run settings."""
+    field, sep, value = text.partition("=")
+    if not sep or field.strip() not in RunConfig.__dataclass_fields__:
+        raise ConfigError(f"--where {text!r}: give FIELD=VALUE with a run setting as FIELD ({', '.join(RunConfig.__dataclass_fields__)})")
+    return field.strip(), value.strip().lower()
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,10 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     attention = attn_dtype * t * (2 * q_dim + 2 * kv_dim) + FP32 * t * model.num_heads
     scores = 0
     eager = run.attention == "eager" or (run.attention == "sdpa" and not model.sdpa)  # Gemma-2: sdpa runs eager
-    masked = run.attention == "sdpa" and not eager and 0 < model.sliding_window <= run.seq_len
+    # a window the sequence reaches, or packed examples (--packing: block-diagonal by position ids)
+    masked = run.attention == "sdpa" and not eager and (0 < model.sliding_window <= run.seq_len or run.packing)
     if masked:
-        # a window the sequence reaches: transformers builds an explicit mask, so SDPA gets k/v repeated
+        # either way transformers builds an explicit mask, so SDPA gets k/v repeated
         # to all heads (use_gqa_in_sdpa) and keeps the mask as a float copy in q's dtype, per layer
         attention += 2 * attn_dtype * t * (q_dim - kv_dim) + attn_dtype * run.batch * run.seq_len * run.seq_len
     if model.fused_qkv and not ((masked or eager) and model.num_kv_heads != model.num_heads):  # else repeat_kv copies v

@@ -30,6 +30,11 @@ class DatasetStats:
     def p99_tokens(self) -> int:
         return _percentile(self.lengths, 0.99)
 
+    def padding_share(self, seq_len: int) -> float:
+        """The share of a padded run's tokens that are padding, every row padded to `seq_len` (what --packing saves)."""
+        real = sum(min(length, seq_len) for length in self.lengths)
+        return 1.0 - real / (seq_len * len(self.lengths)) if self.lengths else 0.0
+
     def truncated(self, seq_len: int) -> int:
         """Examples longer than `seq_len`."""
         return sum(1 for length in self.lengths if length > seq_len)

@@ -18,7 +18,7 @@ from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, PHASES, Memor
 from .dtypes import DtypePlan, dtype_plan
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_bytes, overhead_terms
-from .savers import checkpoint_terms, loss_terms, polynomial
+from .savers import packed_inputs_bytes, checkpoint_terms, loss_terms, polynomial
 from .scaling import PhaseSums, fit
 from .specs import GpuSpec, ModelSpec, RunConfig
 
@@ -63,7 +63,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     in_flight = frozenset({BACKWARD, BACKWARD_END})
     t = run.tokens
     terms = [
-        Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim, "input ids, labels, rotary cos/sin", fwd_bwd),
+        Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim + packed_inputs_bytes(run), "input ids, labels, rotary cos/sin", fwd_bwd),
         # freed once backward has passed it, before any layer's backward (or recompute) starts
         Term("activations/final_norm", final_norm_bytes(model, run, dt), "the last RMSNorm's fp32 input copy, outside the layers", frozenset({FORWARD})),
         *loss_terms(model, run, dt, logits_bytes),  # full logits, or a saver's terms (planner/savers.py)

@@ -84,6 +84,11 @@ def checkpoint_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, kept: Term
     ]
 
 
+def packed_inputs_bytes(run: RunConfig) -> int:
+    """--packing: the int64 position ids and the boolean block-diagonal mask (batch x seq x seq) transformers builds once."""
+    return 8 * run.tokens + run.batch * run.seq_len * run.seq_len if run.packing else 0
+
+
 def host_bytes(terms) -> int:
     """Host RAM the run's offloaded activations need (0 without --offload-activations)."""
     return sum(term.bytes for term in terms if term.stat == HOST)

@@ -19,6 +19,7 @@ from .calibrate.matrix import DEVICES, PRESETS
 @click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True, help="Matrix size.")
 @click.option("--models", default=None, help="Comma-separated models to keep from the matrix (probe names on CPU, catalog ids on CUDA).")
 @click.option("--methods", default=None, help="Comma-separated methods to keep from the matrix.")
+@click.option("--where", "where", multiple=True, help="Keep matrix runs whose setting has this value, FIELD=VALUE, repeatable (e.g. --where packing=true).")
 @click.option("--steps", type=int, default=3, show_default=True, help="Training steps per measured run (steady state from step 2).")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Measurement store [default: the user data directory].")
 @click.option("--redo", is_flag=True, help="Measure again the configs the store already holds (by default a re-run skips them, so a killed matrix finishes where it stopped).")
@@ -30,7 +31,7 @@ from .calibrate.matrix import DEVICES, PRESETS
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (--report: a list of rows; --trace: one object).")
 @click.option("--html", "html_path", type=click.Path(), default=None, help="With --report: also write a self-contained HTML page (estimated vs measured, the error tables).")
-def calibrate(device, preset, models, methods, steps, db, redo, report, current, trace, model, method, as_json, html_path, **kwargs):
+def calibrate(device, preset, models, methods, where, steps, db, redo, report, current, trace, model, method, as_json, html_path, **kwargs):
     """Measure real peak memory, store it beside the estimate, fit corrections, report the error.
 
     \b
@@ -47,7 +48,7 @@ def calibrate(device, preset, models, methods, steps, db, redo, report, current,
     elif trace:
         _trace(model, method, options_from_kwargs(kwargs), as_json, allow_long)
     else:
-        _run_matrix(device, preset, models, methods, steps, db, redo)
+        _run_matrix(device, preset, models, methods, steps, db, redo, where)
 
 
 def _report(db, as_json, current=False, html_path=None):
@@ -104,7 +105,7 @@ def _trace(model, method, options, as_json, allow_long=False):
     render_trace(Console(), out)
 
 
-def _run_matrix(device, preset, models, methods, steps, db, redo=False):
+def _run_matrix(device, preset, models, methods, steps, db, redo=False, where=()):
     from rich.progress import Progress
 
     from .calibrate.store_check import check_store
@@ -113,7 +114,7 @@ def _run_matrix(device, preset, models, methods, steps, db, redo=False):
 
     check_store(db, write=True)  # before torch loads and before the first run: not after an hour of measuring
     device = resolve_device(device)
-    matrix = select_matrix(device, preset, _split((models,)) if models else (), _split((methods,)) if methods else ())
+    matrix = select_matrix(device, preset, _split((models,)) if models else (), _split((methods,)) if methods else (), tuple(where))
     quiet_libraries(lambda message: click.echo(message, err=True))
     command = "vramplan " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     with Progress() as progress:

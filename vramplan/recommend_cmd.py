@@ -81,7 +81,8 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         seq_len = seq_len or preflight.within(stats.seq_len(), window, allow_long, extra, "the dataset's p99")
         extra["dataset"] = (
             f"dataset {dataset.name}: {stats.examples:,} examples, tokens p50 {stats.p50_tokens:,} / p99 {stats.p99_tokens:,} "
-            f"({stats.counted_with}); seq-len {seq_len} truncates {stats.truncated(seq_len):,} of them"
+            f"({stats.counted_with}); seq-len {seq_len} truncates {stats.truncated(seq_len):,} of them; "
+            f"padded to {seq_len} tokens, {stats.padding_share(seq_len):.0%} of each step is padding (--packing on `run` packs rows instead)"
         )
     seq_len = seq_len or preflight.within(2048, window, allow_long, extra, "the default")
     corrections = None

@@ -37,6 +37,7 @@ from .marker import owner
 from .data import IGNORE, Batches, eval_batches, load_dataset, steps_per_epoch, truncate_examples
 from .fallback import check_fits, next_config_down
 from .meter import make_meter, progress_bar
+from .packing import PackedBatches
 from .model_dir import build_training_model, capacity_gpu, load_model_dir, merge_adapter, pick_device
 from .record import rate as _rate
 from .record import run_record
@@ -296,7 +297,10 @@ class _Session:
         return loss_value, tokens
 
     def _loop(self, model, optimizer, scheduler, scaler, run, accum, state, total, meter) -> None:
-        batches = Batches(self.train, run.batch, self.model.pad_id, self.c.seed, position=state["examples_seen"])
+        if run.packing:
+            batches = PackedBatches(self.train, run.batch, self.model.pad_id, self.c.seed, run.seq_len, position=state["examples_seen"])
+        else:
+            batches = Batches(self.train, run.batch, self.model.pad_id, self.c.seed, position=state["examples_seen"])
         with progress_bar(self.c.progress) as bar:
             task = bar.add_task(f"{run.method} b{run.batch}x{accum}", total=total, completed=state["step"], stats="")
             while state["step"] < total:
