@@ -119,10 +119,10 @@ def read(document: dict, path: Path):
 
 def _method(r: Reader, kind: str) -> None:
     bits = r.int("quantization_bit", None)
-    method = str(r.get("quantization_method", "bnb")).strip().lower()
-    quantized = bits == 4 and method == "bnb"
+    backend = str(r.get("quantization_method", "bnb")).strip().lower()
+    quantized = bits == 4 and backend == "bnb"
     if bits is not None and not quantized:
-        r.problem("adapter", f"quantization_bit {bits} with quantization_method {method}: only 4-bit bitsandbytes (NF4) is modelled; pass --method")
+        r.problem("adapter", f"quantization_bit {bits} with quantization_method {backend}: only 4-bit bitsandbytes (NF4) is modelled; pass --method")
     if kind == "freeze":
         r.problem("adapter", "finetuning_type freeze trains a few layers in full: not modelled; pass --method full (an upper bound) or lora")
         return
