@@ -133,6 +133,15 @@ def _cpu_nf4_autocast() -> list[tuple[str, RunConfig]]:
             ("probe-qwen3", "qlora", "fp16-mixed"),
             ("probe-qwen3", "qadapter", "bf16-mixed"),
         )
+    ] + [  # LoRA-style adapters under autocast, with and without dropout (held out for the DoRA/autocast rules)
+        (model, RunConfig(device_kind="cpu", grad_ckpt=False, batch=2, seq_len=192, method=method, precision=precision, dropout=dropout))
+        for model, method, precision, dropout in (
+            ("probe-qwen2", "dora", "bf16-mixed", 0.0),
+            ("probe-qwen3", "qdora", "bf16-mixed", 0.05),
+            ("probe-llama", "lora", "fp16-mixed", 0.0),
+            ("probe-qwen2", "qlora", "bf16-mixed", 0.0),
+            ("probe-llama", "dora", "fp16-mixed", 0.05),
+        )
     ]
 
 

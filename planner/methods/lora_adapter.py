@@ -55,15 +55,18 @@ def _layer_saved(dora: bool):
                 # (autocast then saves lora_A's own 16-bit cast of the dropout output)
                 mask = BOOL if run.device_kind == "cuda" else ad
                 inputs += len(chosen) * (copy_dtype + mask) * t * width
-            elif copy_dtype != in_dtype[key]:
-                # peft casts x to the adapter dtype per module; lora_A saves the copy
+            elif dt.autocast or copy_dtype != in_dtype[key]:
+                # peft casts x to the adapter dtype per module, lora_A saves the copy (under autocast
+                # its own 16-bit cast of it: autocast caches casts of weights, not of activations)
                 inputs += len(chosen) * copy_dtype * t * width
             elif not trains_base:
                 inputs += in_dtype[key] * t * width  # the shared input itself stays alive
             for name in chosen:
                 inputs += copy_dtype * t * run.rank  # lora_A output, saved by lora_B
                 if dora:
-                    extra += _dora_saved_bytes(model.linear(name), run, dt.linear_out_bytes, ad)
+                    # under autocast the LoRA result (and, with dropout, the recomputed base result and
+                    # the weight copy) are 16-bit, like the input copies
+                    extra += _dora_saved_bytes(model.linear(name), run, dt.linear_out_bytes, copy_dtype)
         return inputs, extra
 
     return layer_saved
