@@ -219,6 +219,10 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
     attn, note = attn_implementation(run, "cpu" if meta else device)
     if note:
         notes.append(note)
+    family = family_of(hf_config.get("model_type"))
+    if attn == "sdpa" and family is not None and not family.sdpa:  # the planner estimates eager too
+        attn = "eager"
+        notes.append(f"{family.title} has no SDPA path in transformers: built with 'eager' attention")
     config = transformers.AutoConfig.for_model(**hf_config)
     config.use_cache = False  # training keeps no KV cache (transformers warns about it under checkpointing)
     wdtype = weight_dtype(run)
@@ -247,7 +251,3 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
-    family = family_of(hf_config.get("model_type"))
-    if attn == "sdpa" and family is not None and not family.sdpa:  # the planner estimates eager too
-        attn = "eager"
-        notes.append(f"{family.title} has no SDPA path in transformers: built with 'eager' attention")
