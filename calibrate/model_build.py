@@ -31,6 +31,7 @@ Notes about what could not be reproduced on CPU are appended to ``model.vramplan
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 
 import torch
@@ -195,10 +196,20 @@ def check_4bit_weights(model: nn.Module) -> int:
     return count
 
 
+def _save_on_cpu_checkpoint(function, *args, **kwargs):
+    from torch.utils.checkpoint import checkpoint
+
+    with torch.autograd.graph.save_on_cpu(pin_memory=False):
+        return checkpoint(function, *args, **kwargs)
+
+
 def _enable_grad_ckpt(model: nn.Module, offload: bool = False) -> None:
     kwargs = {"use_reentrant": False}
-    if offload:  # --offload-activations: each checkpoint under torch's save_on_cpu (transformers 5)
+    if offload and torch.cuda.is_available():  # --offload-activations: each checkpoint under save_on_cpu (transformers 5)
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, offload=True)
+        return
+    if offload:  # the same structure without pinned memory, which needs an accelerator (on CPU nothing moves)
+        model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=functools.partial(_save_on_cpu_checkpoint, **kwargs))
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # 5.x deprecates the alias, same code path

@@ -53,7 +53,7 @@ def test_corrupt_store_is_one_line_and_untouched(tmp_path):
         (["--trace"], "Error: --trace needs --model (e.g. --model 8b)"),
         (["--steps", "1"], "Error: --steps must be at least 2: the steady state starts at step 2"),
         (["--device", "cuda"], "Error: --device cuda: no CUDA device is visible to torch; use --device cpu"),
-        (["--device", "cpu", "--models", "nope"], "Error: --models/--methods left nothing to measure in this preset"),
+        (["--device", "cpu", "--models", "nope"], "Error: --models/--methods/--where left nothing to measure in this preset"),
         (["--device", "cpu", "--preset", "huge"], "Error: Invalid value for '--preset'"),
     ],
 )

@@ -80,3 +80,23 @@ def test_dataset_padding_share():
 
     stats = DatasetStats((100, 300, 600), "test")
     assert stats.padding_share(512) == pytest.approx(1 - (100 + 300 + 512) / (3 * 512))
+
+
+@pytest.mark.slow
+def test_a_plan_keeps_its_memory_savers(tiny, tmp_path):
+    from vramplan.calibrate.store import Store
+    from vramplan.planner.plan_file import write_plan
+
+    plan = tmp_path / "plan.yaml"
+    config = {"method": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"], "batch": 2,
+              "grad_accum": 1, "grad_ckpt": True, "optimizer": "adamw", "precision": "fp32", "seq_len": 64,
+              "learning_rate": 1e-3, "epochs": 1, "loss": "chunked", "loss_chunk": 32, "packing": True,
+              "offload_activations": True}
+    write_plan(plan, {"model": str(tiny["model"]), "gpu": None, "goal": "quality", "config": config, "reasons": []})
+    result = cli_run("--apply-recommendation", "--plan", plan, "--model", tiny["model"], "--data", tiny["data"],
+                     "--out", tmp_path / "out", "--db", tmp_path / "runs.db", "--max-steps", 2, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "ignored unknown config keys" not in result.output
+    (record,) = Store.open(tmp_path / "runs.db").runs()
+    saved = record.run_config
+    assert (saved["loss"], saved["loss_chunk"], saved["packing"], saved["offload_activations"]) == ("chunked", 32, True, True)

@@ -21,6 +21,9 @@ PLAN_KEYS = {
     "batch": "batch", "grad_accum": "grad_accum", "grad_ckpt": "grad_ckpt", "optimizer": "optimizer",
     "precision": "precision", "attention": "attention", "double_quant": "double_quant",
     "adapter_dtype": "adapter_dtype", "seq_len": "seq_len", "learning_rate": "lr", "epochs": "epochs",
+    # the memory savers: plan key and flag share the name (planner.plan_file.SAVER_KEYS)
+    "loss": "loss", "loss_chunk": "loss_chunk", "offload_activations": "offload_activations", "packing": "packing",
+    "expandable_segments": "expandable_segments",
 }
 ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size")
 
