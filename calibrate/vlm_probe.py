@@ -21,7 +21,7 @@ from vramplan.planner.vision import vlm_spec_from_config
 from vramplan.planner.vision.run import VlmRun
 from vramplan.planner.vlm_estimate import image_plan
 
-from .cpu_probe import autocast_context, describe_model, make_optimizer, summarize
+from .cpu_probe import describe_model, make_optimizer, run_steps, summarize
 from .cpu_tracker import LiveTensorTracker, unique_storage_bytes
 from .vlm_build import build_vlm
 
@@ -96,33 +96,9 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
 
 
 def run_vlm_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, inputs: dict, steps: int, record_loss: bool = True) -> dict:
-    """HF-Trainer-style steps (`cpu_probe.run_steps` with the image inputs)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    out: dict = {"losses": []}
-    model.train()
-    for step in range(steps):
-        tracker.step = step
-        with tracker.phase("forward"):
-            with autocast_context(run):
-                outputs = model(**inputs)
-            loss = outputs.loss
-            del outputs
-        with tracker.phase("backward"):
-            loss.backward()
-        if step == 0:
-            out["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable if p.grad is not None])
-        out["losses"].append(float(loss.detach()) if record_loss else None)
-        del loss
-        with tracker.phase("optimizer"):
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if step == 0:
-            tracker.track_optimizer(optimizer)
-            out["optimizer_state_bytes"] = unique_storage_bytes(
-                [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
-            )
-    tracker.remove_grad_hooks()
-    return out
+    """HF-Trainer-style steps: `cpu_probe.run_steps` with the image inputs beside the tokens."""
+    rest = {key: value for key, value in inputs.items() if key not in ("input_ids", "labels")}
+    return run_steps(tracker, model, optimizer, run, inputs["input_ids"], inputs["labels"], steps, record_loss, inputs=rest)
 
 
 def measure_vlm_cpu(hf_config: dict, run: RunConfig, vlm: VlmRun, steps: int = 3, seed: int = 0) -> dict:
