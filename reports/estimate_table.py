@@ -47,7 +47,11 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
 def adapter_lines(estimates) -> str:
     """Each distinct adapter setting of the compared methods, and NF4's when a method quantizes."""
     described = [e.run.method_record.adapter.describe(e.model, e.run, e.adapted) for e in estimates if e.run.has_adapter]
-    text = "; ".join(dict.fromkeys(described))
+    kinds: dict[str, list[str]] = {}  # the same settings under several kinds once: "LoRA/DoRA r=16 ..."
+    for line in dict.fromkeys(described):
+        kind, _, settings = line.partition(" ")
+        kinds.setdefault(settings, []).append(kind)
+    text = "; ".join(f"{'/'.join(names)} {settings}" for settings, names in kinds.items())
     quantized = next((e.run for e in estimates if e.run.is_quantized), None)
     if quantized is not None:
         text += f" · NF4 {'double-quant' if quantized.double_quant else 'single-quant'}"
