@@ -7,9 +7,11 @@ which builds the model on the meta device and reads the modules off it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .errors import UnknownModelError
 from .families import FAMILIES, Family
-from .specs import LinearSpec, ModelSpec
+from .specs import Component, LinearSpec, ModelSpec
 
 # the model_types counted analytically: a live view, so a family registered later is in it
 ANALYTIC_FAMILIES = FAMILIES.keys()
@@ -37,6 +39,34 @@ def _widths(family: Family, config: dict, name: str) -> tuple[dict[str, int], in
     return dims, heads, kv_heads, head_dim
 
 
+def _moe_fields(family: Family, config: dict, name: str, dims: dict[str, int], num_layers: int) -> dict:
+    """The sparse MLP's numbers, and its parameters as an "experts" component.
+
+    Per layer: the router (E x H, no bias) and E experts of gate_up (2I x H) and down (H x I).
+    The dense-MLP width the activation terms read becomes k * I: under balanced routing each
+    token passes through k experts of width I (planner/moe.py).
+    """
+    moe = family.moe
+    if moe is None:
+        return {}
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1) or 1) != 1:
+        raise UnknownModelError(f"config.json of {name} mixes dense and sparse layers (mlp_only_layers / decoder_sparse_step); only all-sparse MoE models are counted")
+    experts = int(family.option(config, moe.experts_key) or 0)
+    top_k = int(family.option(config, moe.top_k_key) or 0)
+    inter = int(_require(config, moe.intermediate_key, name))
+    if experts < 1 or not 1 <= top_k <= experts:
+        raise UnknownModelError(f"config.json of {name}: {moe.experts_key}={experts}, {moe.top_k_key}={top_k}; need 1 <= top-k <= experts")
+    hidden = dims["hidden"]
+    per_layer = experts * hidden + experts * 3 * hidden * inter  # router + gate_up + down of every expert
+    return {
+        "intermediate_size": top_k * inter,
+        "num_experts": experts,
+        "experts_per_token": top_k,
+        "expert_intermediate_size": inter,
+        "extra_components": (Component("experts", "experts", num_layers, other_params_per_layer=per_layer, family=family.model_type),),
+    }
+
+
 def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelSpec:
     """Architecture numbers of a config whose family has a record, counted exactly.
 
@@ -50,6 +80,8 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
             f"model_type {model_type!r} of {name} is not in the analytic families ({', '.join(FAMILIES)}); "
             "pass a local config.json or model directory with --model so it can be inventoried"
         )
+    if family.moe is not None and "intermediate_size" not in config:
+        config = {**config, "intermediate_size": config.get(family.moe.intermediate_key, 0)}
     dims, heads, kv_heads, head_dim = _widths(family, config, name)
     linears = tuple(
         LinearSpec(p.name, *p.features(dims), family.has_bias(p, config), p.group, p.reads) for p in family.projections
@@ -58,19 +90,21 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
     softcap = bool(family.option(config, family.logit_softcap_key)) if family.logit_softcap_key else False
     attn_softcap = bool(family.option(config, family.attn_softcap_key)) if family.attn_softcap_key else False
     window = (family.option(config, family.sliding_window_key) or 0) if family.sliding_window_key else 0
-    return ModelSpec(
+    num_layers = _require(config, "num_hidden_layers", name)
+    qk_norm_params = (dims["q"] + dims["kv"] if family.qk_norm_full else 2 * head_dim) if family.qk_norm else 0
+    spec = ModelSpec(
         name=name,
         model_type=model_type,
         hidden_size=hidden,
         intermediate_size=dims["intermediate"],
-        num_layers=_require(config, "num_hidden_layers", name),
+        num_layers=num_layers,
         num_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=_require(config, "vocab_size", name),
         tie_embeddings=bool(family.option(config, "tie_word_embeddings", False)),
         linears=linears,
-        norm_params_per_layer=family.norms_per_layer * hidden + (2 * head_dim if family.qk_norm else 0),
+        norm_params_per_layer=family.norms_per_layer * hidden + qk_norm_params,
         final_norm_params=hidden,
         gated_mlp=family.gated_mlp,
         norms_per_layer=family.norms_per_layer,
@@ -83,3 +117,5 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
         fused_qkv=family.fused_qkv,
         norm_scale_fp32=family.norm_scale_fp32,
     )
+    moe = _moe_fields(family, config, name, dims, num_layers)
+    return replace(spec, **moe) if moe else spec

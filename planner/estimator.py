@@ -151,7 +151,8 @@ def run_shape(model: ModelSpec, run: RunConfig, scale: float) -> RunShape:
         dt = dtype_plan(run)
         # a calibrated scale rounds each activation term, which is rarely linear: sum those terms
         # a sliding window switches a term on at seq_len >= window: not one polynomial, so sum the terms
-        fits = scale == 1.0 and not model.sliding_window and polynomial(run)  # a loss chunk caps a term
+        # MoE models sum their terms: the fitted sums are not proven exact for them
+        fits = scale == 1.0 and not model.sliding_window and polynomial(run) and not model.num_experts  # a loss chunk caps a term
         sums = fit(lambda b, s: tensor_terms(model, replace(run, batch=b, seq_len=s), dt, adapted, scale)) if fits else None
         if len(_SHAPES) >= MAX_SHAPES:
             _SHAPES.clear()

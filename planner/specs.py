@@ -121,6 +121,11 @@ class ModelSpec:
     norm_scale_fp32: bool = False  # RMSNorm multiplies its weight in fp32 (Gemma: x̂ * (1 + w))
     fused_qkv: bool = False  # q, k and v come out of one Linear (Phi-3's qkv_proj)
     attn_softcap: bool = False  # Gemma-2 tanh-caps the attention scores: one more batch·heads·seq² tensor
+    # mixture of experts (planner/moe.py): E experts of MLP width I per layer, k per token; their
+    # weights are the "experts" component, and `intermediate_size` is then k * I (balanced routing)
+    num_experts: int = 0
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
 
     @property
     def embed_params(self) -> int:
@@ -158,6 +163,11 @@ class ModelSpec:
         )
         other = (Component("other", "other", 0, shared_params=self.extra_params),) if self.extra_params else ()
         return (decoder, *other, *self.extra_components)
+
+    @cached_property
+    def expert_params(self) -> int:
+        """Router and expert weights (the "experts" components): not nn.Linear, so never 4-bit."""
+        return sum(c.params for c in self.extra_components if c.role == "experts")
 
     @cached_property
     def base_params(self) -> int:

@@ -9,6 +9,22 @@ from .families import Family
 from .specs import TARGET_PRESETS, ModelSpec
 
 LM_HEAD = "lm_head"
+# a sparse MLP's adaptable tensors (transformers 5): the router's weight and the fused experts, which
+# peft 0.21 wraps through `target_parameters` (its `all-linear` includes all three)
+MOE_TARGETS = ("gate", "gate_up_proj", "down_proj")
+
+
+def moe_shapes(model: ModelSpec) -> dict[str, tuple[int, int, int]]:
+    """peft's LoRA on the sparse MLP, as (in, out, count) whose A (r x in) + B (out x r) it equals.
+
+    The router is an (E x H) weight: A r x H, B E x r. A fused expert tensor gets one A/B pair
+    of rank r·E over all experts (peft ParamWrapper), gate_up_proj rank 2r·E (gate and up each r):
+    gate_up 2rE·(H + 2I), down rE·(I + H) per layer (checked on the meta device, peft 0.21.2).
+    """
+    if not model.num_experts:
+        return {}
+    h, e, i, n = model.hidden_size, model.num_experts, model.expert_intermediate_size, model.num_layers
+    return {"gate": (h, e, n), "gate_up_proj": (2 * e * h, 2 * e * 2 * i, n), "down_proj": (e * i, e * h, n)}
 
 
 def short_name(target: str, names: tuple[str, ...], family: Family | None) -> str | None:
@@ -29,7 +45,7 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
     Raises:
         ConfigError: a name the architecture does not have; the message lists the ones it has.
     """
-    names = model.module_names()
+    names = model.module_names() + tuple(moe_shapes(model))
     chosen: set[str] = set()
     unknown: list[str] = []
     for raw in targets:
@@ -38,6 +54,8 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
             chosen.update(names)
         elif target in ("attention", "mlp"):
             chosen.update(linear.name for linear in model.linears if linear.group == target)
+            if target == "mlp":
+                chosen.update(moe_shapes(model))
         elif target == LM_HEAD:
             chosen.add(LM_HEAD)
         elif target in names:
@@ -62,8 +80,11 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
 def adapted_shapes(model: ModelSpec, names: tuple[str, ...]) -> list[tuple[int, int, int]]:
     """(in_features, out_features, count in the model) for each adapted module."""
     shapes = []
+    moe = moe_shapes(model)
     for name in names:
-        if name == LM_HEAD:
+        if name in moe:
+            shapes.append(moe[name])
+        elif name == LM_HEAD:
             shapes.append((model.hidden_size, model.vocab_size, 1))
         else:
             linear = model.linear(name)

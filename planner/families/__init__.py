@@ -6,13 +6,16 @@ and one line in `FAMILIES`; the planner and the calibration model builder both r
 
 from __future__ import annotations
 
-from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, Projection
+from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, MoeLayout, Projection
 from .gemma2 import GEMMA2
 from .llama import LLAMA
 from .mistral import MISTRAL
+from .mixtral import MIXTRAL
+from .olmoe import OLMOE
 from .phi3 import PHI3
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
+from .qwen3_moe import QWEN3_MOE
 
 FAMILIES: dict[str, Family] = {
     "llama": LLAMA,
@@ -21,6 +24,9 @@ FAMILIES: dict[str, Family] = {
     "qwen3": QWEN3,
     "gemma2": GEMMA2,
     "phi3": PHI3,
+    "olmoe": OLMOE,
+    "qwen3_moe": QWEN3_MOE,
+    "mixtral": MIXTRAL,
 }
 
 
@@ -29,4 +35,4 @@ def family_of(model_type: str | None) -> Family | None:
     return FAMILIES.get(model_type or "")
 
 
-__all__ = ["DIMS", "FAMILIES", "INPUT_GROUPS", "LINEAR_GROUPS", "Family", "Projection", "family_of"]
+__all__ = ["DIMS", "FAMILIES", "INPUT_GROUPS", "LINEAR_GROUPS", "Family", "MoeLayout", "Projection", "family_of"]

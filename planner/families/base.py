@@ -60,6 +60,21 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class MoeLayout:
+    """A sparse MLP: a router and fused experts in place of the dense MLP (transformers 5.x).
+
+    transformers 5 keeps all experts of a layer as two 3-D parameters, `mlp.experts.gate_up_proj`
+    (E, 2I, H) and `mlp.experts.down_proj` (E, H, I), and the router `mlp.gate` as a TopKRouter
+    with a `.weight` (E, H): none of them an nn.Linear (OLMoE, Qwen3-MoE, Mixtral).
+    """
+
+    experts_key: str  # config key of the expert count E
+    top_k_key: str = "num_experts_per_tok"  # config key of k, the experts each token is routed to
+    intermediate_key: str = "intermediate_size"  # config key of one expert's MLP width I
+    router: str = "gate"  # the router's attribute name in the MLP module
+
+
+@dataclass(frozen=True)
 class Family:
     """Everything the planner and the model builder need to know about one `model_type`."""
 
@@ -71,6 +86,8 @@ class Family:
     layers_module: str = "model.layers"  # the ModuleList of decoder layers in the CausalLM
     norms_per_layer: int = 2  # RMSNorms (hidden-sized weight) on the residual stream per layer
     qk_norm: bool = False  # RMSNorm over head_dim on q and k (Qwen3)
+    qk_norm_full: bool = False  # the q/k norms span the whole q and kv widths, not one head (OLMoE)
+    moe: MoeLayout | None = None  # a router and fused experts instead of the dense MLP
     gated_mlp: bool = True  # down(act(gate(x)) * up(x))
     attention: str = "causal-gqa"  # causal self-attention, grouped-query (MHA when kv heads == heads), rotary
     logit_softcap_key: str = ""  # config key whose value tanh-caps the final logits (Gemma-2)
@@ -87,7 +104,7 @@ class Family:
     def __post_init__(self) -> None:
         names = [p.name for p in self.projections]
         problems = []
-        if not names:
+        if not names and self.moe is None:
             problems.append("no projections")
         if len(set(names)) != len(names):
             problems.append(f"duplicate projection names in {names}")

@@ -60,7 +60,8 @@ def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
     )
     biases = model.num_layers * sum(linear.out_features for linear in model.linears if linear.bias)
     packed = model.num_layers * sum(linear.in_features * linear.out_features for linear in model.linears) // 2
-    unquantized = model.embed_params + model.lm_head_params + model.norm_params + model.extra_params + biases
+    # fused experts and the router are no nn.Linear: bitsandbytes leaves them 16-bit, then upcast like the rest
+    unquantized = model.embed_params + model.lm_head_params + model.norm_params + model.extra_params + model.expert_params + biases
     dq = "double-quant" if run.double_quant else "no double-quant"
     return [
         Term("weights/base", packed, "NF4: two weights per byte in the decoder Linears"),

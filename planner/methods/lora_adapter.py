@@ -12,7 +12,8 @@ from dataclasses import replace
 from ..breakdown import BACKWARD, Term
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
-from ..targets import LM_HEAD, adapted_shapes, resolve_targets
+from ..errors import ConfigError
+from ..targets import LM_HEAD, MOE_TARGETS, adapted_shapes, resolve_targets
 from .record import AdapterKind
 
 BOOL = 1
@@ -21,7 +22,15 @@ MLP_INPUT_LINEARS = ("gate_proj", "up_proj", "gate_up_proj")
 
 
 def _placements(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
-    return resolve_targets(model, run.targets)
+    adapted = resolve_targets(model, run.targets)
+    moe = [name for name in adapted if name in MOE_TARGETS] if model.num_experts else []
+    if moe and run.dropout > 0:
+        # peft 0.21's ParamWrapper (target_parameters) raises "does not work with lora_dropout != 0"
+        raise ConfigError(
+            f"--dropout {run.dropout:g}: peft cannot put dropout on the router or fused experts ({', '.join(moe)}); "
+            "pass --dropout 0, or --targets attention"
+        )
+    return adapted
 
 
 def _tensors(dora: bool):
@@ -120,6 +129,8 @@ def _dora_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[
     for name in adapted:
         if name == LM_HEAD:
             fan_in, fan_out = model.hidden_size, model.vocab_size
+        elif model.num_experts and name in MOE_TARGETS:
+            raise ConfigError(f"--method {run.method}: DoRA on the router or fused experts ({name}) is not modelled; use --targets attention")
         else:
             linear = model.linear(name)
             fan_in, fan_out = linear.in_features, linear.out_features

@@ -1,0 +1,125 @@
+"""Mixture-of-experts families: counts match the meta-built transformers model and peft.
+
+transformers 5 keeps a layer's experts as two fused 3-D parameters and the router as a
+TopKRouter weight; peft 0.21's `all-linear` adapts those too (through `target_parameters`).
+"""
+
+import pytest
+
+from vramplan.planner.architectures import spec_from_config
+from vramplan.planner.errors import ConfigError, UnknownModelError
+from vramplan.planner.estimator import estimate
+from vramplan.planner.families import FAMILIES
+from vramplan.planner.specs import RunConfig
+from vramplan.planner.targets import resolve_targets
+
+MOE = sorted(key for key, family in FAMILIES.items() if family.moe is not None)
+TINY = {
+    "hidden_size": 64, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 256, "num_experts_per_tok": 2,
+}
+EXPERTS_KEY = {"olmoe": "num_experts", "qwen3_moe": "num_experts", "mixtral": "num_local_experts"}
+
+
+def _config(model_type: str) -> dict:
+    config = {"model_type": model_type, **TINY, EXPERTS_KEY[model_type]: 4}
+    if model_type == "qwen3_moe":  # its experts read moe_intermediate_size; intermediate_size is unused
+        config.update(intermediate_size=96, moe_intermediate_size=24, head_dim=16)
+    return config
+
+
+def _meta_model(config: dict):
+    import torch
+    import transformers
+
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+
+
+def test_moe_families_registered():
+    assert MOE == ["mixtral", "olmoe", "qwen3_moe"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", MOE)
+def test_base_params_match_the_torch_model(model_type):
+    config = _config(model_type)
+    spec = spec_from_config(config, "tiny")
+    model = _meta_model(config)
+    assert sum(p.numel() for p in model.parameters()) == spec.base_params
+    experts = model.model.layers[0].mlp.experts
+    assert tuple(experts.gate_up_proj.shape) == (4, 2 * 24, 64) and tuple(experts.down_proj.shape) == (4, 64, 24)
+    assert (spec.num_experts, spec.experts_per_token, spec.expert_intermediate_size) == (4, 2, 24)
+    assert spec.intermediate_size == 2 * 24  # k experts per token: the activation width
+    assert spec.expert_params == 2 * (4 * 64 + 4 * 3 * 64 * 24)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targets", [("attention",), ("all-linear",)])
+@pytest.mark.parametrize("model_type", MOE)
+def test_trainable_params_match_peft(model_type, targets):
+    import peft
+
+    from vramplan.calibrate.model_build import resolve_target_modules
+
+    config = _config(model_type)
+    spec = spec_from_config(config, "tiny")
+    model = _meta_model(config)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=resolve_target_modules(model, targets)))
+    want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert estimate(spec, RunConfig(method="lora", rank=8, targets=targets, dropout=0.0)).trainable_params == want
+
+
+def test_targets_name_the_router_and_experts():
+    spec = spec_from_config(_config("olmoe"), "tiny")
+    assert resolve_targets(spec, ("all-linear",)) == ("q_proj", "k_proj", "v_proj", "o_proj", "gate", "gate_up_proj", "down_proj")
+    assert resolve_targets(spec, ("mlp",)) == ("gate", "gate_up_proj", "down_proj")
+    assert resolve_targets(spec, ("down",)) == ("down_proj",)
+
+
+def test_qlora_keeps_experts_unquantized():
+    """bitsandbytes replaces nn.Linear only; prepare_model_for_kbit_training upcasts the rest to fp32."""
+    spec = spec_from_config(_config("olmoe"), "tiny")
+    terms = estimate(spec, RunConfig(method="qlora", targets=("attention",))).breakdown.by_name()
+    packed = spec.num_layers * sum(linear.in_features * linear.out_features for linear in spec.linears) // 2
+    assert terms["weights/base"] == packed
+    assert terms["weights/unquantized"] >= 4 * spec.expert_params
+
+
+def test_dora_on_experts_is_refused():
+    spec = spec_from_config(_config("olmoe"), "tiny")
+    with pytest.raises(ConfigError, match="DoRA on the router or fused experts"):
+        estimate(spec, RunConfig(method="dora", targets=("all-linear",), dropout=0.0)).breakdown.by_name()
+
+
+def test_mixed_dense_and_sparse_layers_are_refused():
+    with pytest.raises(UnknownModelError, match="mixes dense and sparse layers"):
+        spec_from_config({**_config("qwen3_moe"), "mlp_only_layers": [0]}, "tiny")
+
+
+def test_moe_estimates_sum_their_terms():
+    """No fitted-sums fast path for MoE (not proven exact): the terms are summed."""
+    from vramplan.planner.estimator import run_shape
+
+    spec = spec_from_config(_config("qwen3_moe"), "tiny")
+    assert run_shape(spec, RunConfig(method="lora", targets=("all-linear",), dropout=0.0), 1.0).sums is None
+
+
+def test_cli_counts_a_local_moe_config(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from vramplan.cli import cli
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config("olmoe")))
+    ok = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear", "--dropout", "0"])
+    assert ok.exit_code == 0, ok.output
+    assert "gate,gate_up_proj,down_proj" in ok.output.replace("\n", "")
+    bad = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear"])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines()[-1] == (
+        "Error: --dropout 0.05: peft cannot put dropout on the router or fused experts (gate, gate_up_proj, down_proj); "
+        "pass --dropout 0, or --targets attention"
+    )
