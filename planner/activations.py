@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dtypes import DtypePlan
+from .moe import moe_layer_saved_bytes
 from .specs import ModelSpec, RunConfig
 
 FP32 = 4
@@ -29,12 +30,13 @@ class LayerActivations:
     adapter_inputs: int  # what the adapter saves: LoRA input copies, dropout masks, A outputs, ...
     adapter_extra: int  # method-specific saves, e.g. DoRA's base and LoRA results
     frozen_weight_casts: int  # autocast's 16-bit copies of fp32 frozen weights
+    moe: int = 0  # a sparse MLP's router, dispatch and merged-expert tensors (planner/moe.py)
 
     @property
     def total(self) -> int:
         return (
             self.norms + self.attention + self.attention_scores + self.mlp
-            + self.linear_inputs + self.adapter_inputs + self.adapter_extra + self.frozen_weight_casts
+            + self.linear_inputs + self.adapter_inputs + self.adapter_extra + self.frozen_weight_casts + self.moe
         )
 
 
@@ -96,7 +98,7 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     if dt.autocast and not method.quantizes_base:
         # F.linear under autocast casts an fp32 frozen weight to 16 bit and saves the cast
         frozen_weight_casts = c * model.layer_linear_params
-    return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, extra, frozen_weight_casts)
+    return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, extra, frozen_weight_casts, moe_layer_saved_bytes(model, run, dt, adapted))
 
 
 def _norm_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:

@@ -16,6 +16,7 @@ from .activations import (
 )
 from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, PHASES, MemoryBreakdown, Term
 from .dtypes import DtypePlan, dtype_plan
+from .moe import moe_backward_bytes, upper_layer_grads_bytes
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_bytes, overhead_terms
 from .savers import packed_inputs_bytes, checkpoint_terms, loss_terms, polynomial
@@ -73,6 +74,10 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
             *checkpoint_terms(model, run, dt, Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd)),
             Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", frozenset({BACKWARD})),
         ]
+        if model.num_experts:
+            terms.append(Term("activations/experts_backward", moe_backward_bytes(model, run, dt), "the recomputed sparse layer's expert-loop gradients, all experts at once (planner/moe.py)", frozenset({BACKWARD})))
+            if run.method_record.trains_base:
+                terms.append(Term("grads/upper_layers", upper_layer_grads_bytes(model, dt), f"gradients of layers 1..{model.num_layers - 1}, written before layer 0's recomputed backward", frozenset({BACKWARD})))
     else:
         first = first_layer_savings(model, run, dt, adapted)
         saved = model.num_layers * (layer.total - layer.attention_scores) - first

@@ -41,6 +41,9 @@ def full_model_tensors(model: ModelSpec) -> list[tuple[int, int]]:
         if linear.bias:
             tensors.append((linear.out_features, model.num_layers))
     tensors.append((model.norm_params_per_layer, model.num_layers))  # lumped: same bytes
+    if model.num_experts:  # a sparse MLP: the router and the two fused expert stacks (planner/moe.py)
+        e, h, i = model.num_experts, model.hidden_size, model.expert_intermediate_size
+        tensors += [(e * h, model.num_layers), (e * 2 * i * h, model.num_layers), (e * h * i, model.num_layers)]
     return tensors
 
 

@@ -83,7 +83,25 @@ def test_qlora_keeps_experts_unquantized():
     terms = estimate(spec, RunConfig(method="qlora", targets=("attention",))).breakdown.by_name()
     packed = spec.num_layers * sum(linear.in_features * linear.out_features for linear in spec.linears) // 2
     assert terms["weights/base"] == packed
-    assert terms["weights/unquantized"] >= 4 * spec.expert_params
+    assert terms["experts/weights"] == 4 * spec.expert_params  # fp32: all E experts resident
+
+
+def test_moe_terms():
+    """Experts' weights on their own line; the sparse layer's saved tensors follow top-k routing."""
+    from vramplan.planner.activations import layer_activations
+    from vramplan.planner.dtypes import dtype_plan
+
+    spec = spec_from_config(_config("olmoe"), "tiny")
+    run = RunConfig(method="lora", targets=("attention",), batch=2, seq_len=64)
+    terms = estimate(spec, run).breakdown.by_name()
+    assert terms["experts/weights"] == 2 * spec.expert_params
+    assert terms["weights/base"] == 2 * (spec.base_params - spec.expert_params)
+    assert terms["activations/experts_backward"] > 0
+    t, k, h, e = 128, 2, 64, 4
+    # softmax fp32, topk indices, dispatch indices, down outputs x routing weights (bf16)
+    assert layer_activations(spec, run, dtype_plan(run), ("q_proj",)).moe == 4 * t * e + 8 * t * k + 16 * k * t + 2 * k * t * (h + 1)
+    full = estimate(spec, RunConfig(method="full", batch=2, seq_len=64)).breakdown.by_name()
+    assert full["grads/upper_layers"] > 0
 
 
 def test_dora_on_experts_is_refused():

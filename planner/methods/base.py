@@ -14,16 +14,23 @@ DQ_BLOCK = 256  # double quantization groups 256 absmax values under one fp32 co
 FP32 = 4
 
 
-def dense_base(model: ModelSpec, dt: DtypePlan) -> Term:
-    return Term(
-        "weights/base",
-        model.base_params * dt.weight_bytes,
-        f"{model.base_params:,} params x {dt.weight_bytes} B",
-    )
+def dense_base(model: ModelSpec, dt: DtypePlan) -> list[Term]:
+    """The base weights; a MoE model's router and experts as their own term (`experts_terms`)."""
+    n = model.base_params - model.expert_params
+    return [Term("weights/base", n * dt.weight_bytes, f"{n:,} params x {dt.weight_bytes} B"), *experts_terms(model, dt.weight_bytes)]
+
+
+def experts_terms(model: ModelSpec, bytes_per_param: int) -> list[Term]:
+    """All E experts of every layer stay resident, whichever k a token uses (planner/moe.py)."""
+    n = model.expert_params
+    if not n:
+        return []
+    note = f"router + {model.num_experts} experts per layer, all resident: {n:,} params x {bytes_per_param} B"
+    return [Term("experts/weights", n * bytes_per_param, note)]
 
 
 def _frozen_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
-    return [dense_base(model, dt)]
+    return dense_base(model, dt)
 
 
 def _trainable_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
@@ -31,7 +38,7 @@ def _trainable_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Te
     head = model.lm_head_params  # an untied lm_head's gradient is written first, the rest by the end
     rest = model.base_params - head
     terms = [
-        dense_base(model, dt),
+        *dense_base(model, dt),
         Term("grads/trainable", rest * dt.weight_bytes, f"{rest:,} grads x {dt.weight_bytes} B", frozenset({BACKWARD_END, OPTIMIZER})),
     ]
     if head:
@@ -60,9 +67,10 @@ def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
     )
     biases = model.num_layers * sum(linear.out_features for linear in model.linears if linear.bias)
     packed = model.num_layers * sum(linear.in_features * linear.out_features for linear in model.linears) // 2
-    # fused experts and the router are no nn.Linear: bitsandbytes leaves them 16-bit, then upcast like the rest
-    unquantized = model.embed_params + model.lm_head_params + model.norm_params + model.extra_params + model.expert_params + biases
+    unquantized = model.embed_params + model.lm_head_params + model.norm_params + model.extra_params + biases
     dq = "double-quant" if run.double_quant else "no double-quant"
+    # fused experts and the router are no nn.Linear: bitsandbytes leaves them 16-bit, and
+    # prepare_model_for_kbit_training upcasts them like the rest
     return [
         Term("weights/base", packed, "NF4: two weights per byte in the decoder Linears"),
         Term("weights/quant_constants", constants, f"absmax per {NF4_BLOCK}-weight block ({dq})"),
@@ -72,7 +80,7 @@ def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
             f"embeddings, lm_head, norms, biases: {unquantized:,} params x {dt.unquantized_bytes} B "
             "(prepare_model_for_kbit_training upcasts to fp32)",
         ),
-    ]
+    ] + experts_terms(model, dt.unquantized_bytes)
 
 
 FROZEN = BaseWeights("frozen", quantized=False, trainable=False, terms=_frozen_terms)

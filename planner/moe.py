@@ -1,0 +1,76 @@
+"""Mixture-of-experts terms: the experts' weights and what a sparse MLP saves for backward.
+
+transformers 5 runs a sparse layer as: router logits = F.linear(x, W_r) (E x H), an fp32
+softmax, top-k; then per expert hit, its tokens are gathered, pass gate_up -> act * up -> down,
+are scaled by their routing weight and index_add_-ed back (`OlmoeExperts.forward`, the same in
+Qwen3-MoE and Mixtral). Under a balanced-routing assumption k * tokens rows go through the
+experts in all; the gate_up/act/up tensors are then those of a dense MLP of width k * I (the
+`intermediate_size` of a MoE ModelSpec), counted by `planner.activations`. This module adds the
+rest, per layer.
+"""
+
+from __future__ import annotations
+
+from .dtypes import DtypePlan
+from .specs import ModelSpec, RunConfig
+
+FP32 = 4
+INT64 = 8
+EXPERT_TENSORS = ("gate_up_proj", "down_proj")
+ROUTER = "gate"
+
+
+def routed_tokens(model: ModelSpec, run: RunConfig) -> int:
+    """Rows through the experts of one layer: every token goes to k experts (balanced routing)."""
+    return model.experts_per_token * run.tokens
+
+
+def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> int:
+    """What one sparse layer saves for backward beyond its dense-equivalent MLP; 0 for a dense model."""
+    if not model.num_experts:
+        return 0
+    t, routed, lo = run.tokens, routed_tokens(model, run), dt.linear_out_bytes
+    h, e, i = model.hidden_size, model.num_experts, model.expert_intermediate_size
+    trains_base = run.method_record.trains_base
+    saved = FP32 * t * e  # softmax(router logits, dtype=float) keeps its fp32 output
+    saved += INT64 * t * model.experts_per_token  # topk keeps its indices
+    saved += 2 * INT64 * routed  # torch.where's (top_k_pos, token_idx) per expert, kept by the gathers and index_add_
+    saved += lo * routed * (h + 1)  # each expert's down output and routing weights, kept by their product
+    experts_adapted = any(name in adapted for name in EXPERT_TENSORS)
+    if trains_base or experts_adapted:
+        # a weight that needs a gradient makes F.linear keep its input: the gathered tokens, act(gate) * up
+        saved += lo * routed * (h + i)
+    if trains_base or ROUTER in adapted:
+        saved += lo * t * h  # the router's input, kept for its weight gradient
+    if experts_adapted and not trains_base:
+        # peft's ParamWrapper folds B·A into the expert stack (baddbmm, in the weight's dtype) under
+        # parametrize.cached(): the merged stack is what F.linear keeps, for the whole layer
+        weight = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
+        stacks = {"gate_up_proj": 2 * e * i * h, "down_proj": e * h * i}
+        saved += weight * sum(n for name, n in stacks.items() if name in adapted)
+    if ROUTER in adapted and not trains_base:
+        saved += FP32 * e * h  # the router's W + B·A (peft _LoraParameterProxy: bf16 + fp32 delta)
+    return saved
+
+
+def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """A sparse layer's backward under checkpointing: the expert loop's gradients in flight.
+
+    autograd runs every expert's product, down and act*up backward before their gathers, so the
+    grads of the down outputs, act(gate) * up, act and up are live together for all k * tokens
+    rows, beside the dense grad of the layer's input. Measured on probe-olmoe (CPU), where the
+    recomputed layer's backward is the peak; without checkpointing the start of backward is.
+    """
+    if not model.num_experts:
+        return 0
+    lo = dt.linear_out_bytes
+    return lo * routed_tokens(model, run) * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
+
+
+def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan) -> int:
+    """Full fine-tuning with checkpointing: the gradients of every layer above the first, written
+    while layer 0 is recomputed and its (wide) expert backward runs, which is then the peak."""
+    if not model.num_experts:
+        return 0
+    layer_params = model.layer_linear_params + model.norm_params_per_layer + model.expert_params // model.num_layers
+    return (model.num_layers - 1) * layer_params * dt.weight_bytes
