@@ -46,7 +46,7 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe()
 
 
 def _cpu_savers() -> list[tuple[str, RunConfig]]:
@@ -95,6 +95,18 @@ def _cpu_families() -> list[tuple[str, RunConfig]]:
         # held out: measured after the family terms were final (a 4-bit DoRA, which no family run above used)
         runs.append((model, replace(base, method="qdora", grad_ckpt=False)))
     return runs
+
+
+def _cpu_moe() -> list[tuple[str, RunConfig]]:
+    """Mixture of experts (issue 13): LoRA and QLoRA on attention only and on all-linear (router and
+    fused experts too), and full fine-tuning, checkpointing on and off. peft refuses dropout on the
+    experts' parameters, so these run without it."""
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, dropout=0.0)
+    runs = [
+        ("probe-olmoe", replace(base, method=m, targets=t, grad_ckpt=c))
+        for m, t, c in product(("lora", "qlora"), (("all-linear",), ("attention",)), (True, False))
+    ]
+    return runs + [("probe-olmoe", replace(base, method="full", grad_ckpt=c)) for c in (True, False)]
 
 
 def _cpu_bottleneck() -> list[tuple[str, RunConfig]]:

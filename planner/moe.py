@@ -48,6 +48,11 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
         weight = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
         stacks = {"gate_up_proj": 2 * e * i * h, "down_proj": e * h * i}
         saved += weight * sum(n for name, n in stacks.items() if name in adapted)
+        if weight != dt.adapter_bytes:
+            # baddbmm keeps its factors, the LoRA B and A cast to the stack's dtype (rank 2r for gate_up)
+            r = run.rank
+            factors = {"gate_up_proj": 2 * r * e * (h + 2 * i), "down_proj": r * e * (i + h)}
+            saved += weight * sum(n for name, n in factors.items() if name in adapted)
     if ROUTER in adapted and not trains_base:
         saved += FP32 * e * h  # the router's W + B·A (peft _LoraParameterProxy: bf16 + fp32 delta)
     return saved
