@@ -102,11 +102,14 @@ def _cpu_moe() -> list[tuple[str, RunConfig]]:
     fused experts too), and full fine-tuning, checkpointing on and off. peft refuses dropout on the
     experts' parameters, so these run without it."""
     base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, dropout=0.0)
-    runs = [
-        ("probe-olmoe", replace(base, method=m, targets=t, grad_ckpt=c))
-        for m, t, c in product(("lora", "qlora"), (("all-linear",), ("attention",)), (True, False))
-    ]
-    return runs + [("probe-olmoe", replace(base, method="full", grad_ckpt=c)) for c in (True, False)]
+    runs = []
+    for model in ("probe-olmoe", "probe-qwen3-moe"):
+        runs += [
+            (model, replace(base, method=m, targets=t, grad_ckpt=c))
+            for m, t, c in product(("lora", "qlora"), (("all-linear",), ("attention",)), (True, False))
+        ]
+        runs += [(model, replace(base, method="full", grad_ckpt=c)) for c in (True, False)]
+    return runs
 
 
 def _cpu_bottleneck() -> list[tuple[str, RunConfig]]:

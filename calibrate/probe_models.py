@@ -59,5 +59,13 @@ PROBE_MODELS: dict[str, dict] = {
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
         "num_experts": 8, "num_experts_per_tok": 2, "pad_token_id": 1, "eos_token_id": 0, "bos_token_id": None,
     },
+    "probe-qwen3-moe": {  # 8 experts of moe_intermediate_size, 2 per token, normalized top-k; per-head q/k norms
+        "model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 128, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1024,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "hidden_act": "silu",
+        "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        "pad_token_id": 1, "eos_token_id": 0, "bos_token_id": None,
+    },
 }
 FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2")  # measured by matrix._cpu_families

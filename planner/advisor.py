@@ -202,7 +202,10 @@ def recommend(
 def _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corrections) -> list:
     fitting = []
     for run in candidates(seq_len, precision, methods, fixed):
-        placed = _place(estimate(model, run, gpu, corrections), gpus, budget, corrections)
+        try:
+            placed = _place(estimate(model, run, gpu, corrections), gpus, budget, corrections)
+        except ConfigError:
+            continue  # a run this model cannot take (MoE: dropout or DoRA on the fused experts, which peft refuses)
         if placed is not None:
             fitting.append(placed)
     return fitting

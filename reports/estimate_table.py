@@ -11,7 +11,7 @@ from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.units import GIB, format_gib
 
-TERM_ORDER = ["weights", "grads", "optimizer", "activations", "distributed", "overhead"]
+TERM_ORDER = ["weights", "experts", "grads", "optimizer", "activations", "distributed", "overhead"]
 
 
 def saver_labels(run) -> list[str]:

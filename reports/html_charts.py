@@ -28,7 +28,7 @@ FAMILY_SHADES = {
     "activations": ("#3f007d", "#54278f", "#6a51a3", "#807dba", "#9e9ac8", "#b4b1d6", "#cbc9e2", "#7a0177", "#ae017e", "#dd3497"),
     "overhead": ("#252525", "#636363", "#969696", "#bdbdbd"),
 }
-FAMILY_ORDER = ("weights", "grads", "optimizer", "activations", "overhead")
+FAMILY_ORDER = ("weights", "experts", "grads", "optimizer", "activations", "overhead")
 FAMILY_TITLES = {"weights": "Weights", "grads": "Gradients", "optimizer": "Optimizer", "activations": "Activations", "overhead": "Overhead"}
 OTHER_COLOR = "#8c6d31"
 

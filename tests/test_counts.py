@@ -61,8 +61,13 @@ def _peft_counts(config: dict, targets: tuple[str, ...], rank: int, dora: bool):
     return base, trainable
 
 
+# MoE entries: peft adapts fused experts through `target_parameters`, which its "all-linear" sets
+# and a list of module names does not; tests/test_moe.py checks them the way `vramplan run` builds them
+DENSE = sorted(hub_id for hub_id, entry in MODEL_CONFIGS.items() if "num_experts" not in entry["config"])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("hub_id", sorted(MODEL_CONFIGS))
+@pytest.mark.parametrize("hub_id", DENSE)
 def test_catalog_matches_peft(hub_id):
     """Every catalog entry: base params and trainable params equal PEFT's count on the meta model."""
     config = MODEL_CONFIGS[hub_id]["config"]

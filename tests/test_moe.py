@@ -141,3 +141,43 @@ def test_cli_counts_a_local_moe_config(tmp_path):
         "Error: --dropout 0.05: peft cannot put dropout on the router or fused experts (gate, gate_up_proj, down_proj); "
         "pass --dropout 0, or --targets attention"
     )
+
+
+def test_catalog_entries_and_advisor():
+    """The catalog's MoE entries; the advisor skips what peft refuses on fused experts."""
+    from vramplan.planner.advisor import recommend
+    from vramplan.planner.catalog import catalog_spec, resolve_gpu
+
+    spec = catalog_spec("Qwen/Qwen3-30B-A3B")
+    assert (spec.base_params, spec.num_experts, spec.experts_per_token) == (30_532_122_624, 128, 8)
+    assert catalog_spec("allenai/OLMoE-1B-7B-0924").base_params == 6_919_161_856
+    recs = recommend(spec, resolve_gpu("h100"), 2048, top=3)
+    assert recs and all(rec.estimate.run.targets == ("attention",) for rec in recs)
+
+
+def test_bottleneck_adapters_refused_on_moe():
+    spec = spec_from_config(_config("olmoe"), "tiny")
+    with pytest.raises(ConfigError, match="no dense mlp output Linear"):
+        estimate(spec, RunConfig(method="adapter"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hub_id", ["Qwen/Qwen3-30B-A3B", "allenai/OLMoE-1B-7B-0924"])
+def test_catalog_moe_matches_peft(hub_id):
+    """Full-size configs on the meta device, targets as the model builder passes them to peft."""
+    import peft
+    import torch
+    import transformers
+
+    from vramplan.calibrate.model_build import resolve_target_modules
+    from vramplan.planner.catalog import catalog_spec
+    from vramplan.planner.catalog.models import MODEL_CONFIGS
+    from vramplan.planner.targets import adapter_params
+
+    spec = catalog_spec(hub_id)
+    for targets in (("all-linear",), ("attention",)):
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**MODEL_CONFIGS[hub_id]["config"]))
+            assert sum(p.numel() for p in model.parameters()) == spec.base_params
+            lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=resolve_target_modules(model, targets)))
+        assert lora.get_nb_trainable_parameters()[0] == adapter_params(spec, resolve_targets(spec, targets), 16, False), targets

@@ -1,4 +1,4 @@
-"""Built-in model catalog: architecture numbers of popular dense decoder-only LLMs.
+"""Built-in model catalog: architecture numbers of popular decoder-only LLMs (dense, and two mixtures of experts).
 
 Every `config` below is the subset of the model's published Hugging Face `config.json` that
 `transformers.AutoConfig.for_model(**config)` needs to rebuild the architecture exactly (every
@@ -689,6 +689,61 @@ MODEL_CONFIGS: dict[str, dict] = {
             "torch_dtype": "bfloat16",
             "rope_theta": 5000000.0,
             "attention_bias": False,
+        },
+    },
+    # --- mixture of experts: all experts resident, k per token (planner/moe.py) ---
+    "allenai/OLMoE-1B-7B-0924": {
+        "aliases": ("olmoe-1b-7b",),
+        # source: the hub config.json of allenai/OLMoE-1B-7B-0924 (the same numbers in OLMoE-1B-7B-0125)
+        "config": {  # params: 6,919,161,856
+            "model_type": "olmoe",
+            "architectures": ["OlmoeForCausalLM"],
+            "hidden_size": 2048,
+            "intermediate_size": 1024,
+            "num_hidden_layers": 16,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "vocab_size": 50304,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-05,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 10000.0,
+            "attention_bias": False,
+            "num_experts": 64,
+            "num_experts_per_tok": 8,
+            "norm_topk_prob": False,
+        },
+    },
+    "Qwen/Qwen3-30B-A3B": {
+        "aliases": ("qwen3-30b-a3b",),
+        # source: the hub config.json of Qwen/Qwen3-30B-A3B
+        "config": {  # params: 30,532,122,624
+            "model_type": "qwen3_moe",
+            "architectures": ["Qwen3MoeForCausalLM"],
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "moe_intermediate_size": 768,
+            "num_hidden_layers": 48,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 4,
+            "head_dim": 128,
+            "vocab_size": 151936,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 40960,
+            "rms_norm_eps": 1e-06,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 1000000.0,
+            "attention_bias": False,
+            "num_experts": 128,
+            "num_experts_per_tok": 8,
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+            "use_sliding_window": False,
+            "sliding_window": None,
         },
     },
 }

@@ -14,6 +14,7 @@ too; gelu and silu keep their input, so the hidden activation is saved twice.
 from __future__ import annotations
 
 from ..dtypes import DtypePlan
+from ..errors import ConfigError
 from ..specs import ModelSpec, RunConfig
 from .base import FROZEN, NF4
 from .record import AdapterKind, Method, MethodOption
@@ -32,6 +33,9 @@ def bottleneck_size(model: ModelSpec, run: RunConfig) -> int:
 def _placements(blocks: tuple[str, ...]):
     def placements(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
         """The output Linears of the chosen blocks (o_proj, down_proj in the llama layout)."""
+        missing = [block for block in blocks if AFTER[block] not in model.input_groups]
+        if missing:  # a mixture of experts has no dense MLP Linear to sit after
+            raise ConfigError(f"--method {run.method}: {model.name} has no dense {missing[0]} output Linear (mixture of experts); use --method lora or qlora")
         return tuple(model.input_groups[AFTER[block]][-1] for block in blocks)
 
     return placements
