@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from vramplan.planner.architectures import LLAMA_LIKE, spec_from_config
+from vramplan.planner.architectures import ANALYTIC_FAMILIES, spec_from_config
 from vramplan.planner.estimator import estimate
 from vramplan.planner.overhead import Corrections
 from vramplan.planner.specs import ModelSpec
@@ -35,7 +35,7 @@ class Prediction:
 def spec_of(record: RunRecord) -> ModelSpec:
     """The model of a stored run, from the config.json stored with it (the model itself may be gone)."""
     config = record.model_config
-    if config.get("model_type") in LLAMA_LIKE:
+    if config.get("model_type") in ANALYTIC_FAMILIES:
         return spec_from_config(config, record.model_name, source="stored config")
     from vramplan.planner.inventory import spec_from_meta_model
 

@@ -15,7 +15,6 @@ from .specs import Component, LinearSpec, ModelSpec
 
 # the model_types counted analytically: a live view, so a family registered later is in it
 ANALYTIC_FAMILIES = FAMILIES.keys()
-LLAMA_LIKE = ANALYTIC_FAMILIES  # the old name, still read by calibrate.fit
 
 
 def _require(config: dict, key: str, name: str) -> int:

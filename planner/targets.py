@@ -92,6 +92,17 @@ def adapted_shapes(model: ModelSpec, names: tuple[str, ...]) -> list[tuple[int, 
     return shapes
 
 
+def lora_tensors(model: ModelSpec, names: tuple[str, ...], rank: int, dora: bool) -> list[tuple[int, int]]:
+    """(numel, count) of every LoRA tensor: A (r x in) and B (out x r) per adapted module; DoRA adds
+    a magnitude per output feature. The optimizer's states follow these tensors."""
+    out = []
+    for fan_in, fan_out, count in adapted_shapes(model, names):
+        out += [(rank * fan_in, count), (fan_out * rank, count)]
+        if dora:
+            out.append((fan_out, count))
+    return out
+
+
 def adapter_params(model: ModelSpec, names: tuple[str, ...], rank: int, dora: bool) -> int:
-    """LoRA A (r x in) + B (out x r) per adapted module; DoRA adds a magnitude per output feature."""
-    return sum(count * (rank * (fan_in + fan_out) + (fan_out if dora else 0)) for fan_in, fan_out, count in adapted_shapes(model, names))
+    """Trainable parameters of LoRA (DoRA) on `names` at `rank`."""
+    return sum(numel * count for numel, count in lora_tensors(model, names, rank, dora))

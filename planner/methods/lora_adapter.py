@@ -13,7 +13,7 @@ from ..breakdown import BACKWARD, Term
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
 from ..errors import ConfigError
-from ..targets import LM_HEAD, MOE_TARGETS, adapted_shapes, resolve_targets
+from ..targets import LM_HEAD, MOE_TARGETS, lora_tensors, resolve_targets
 from .record import AdapterKind
 
 BOOL = 1
@@ -35,13 +35,7 @@ def _placements(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
 
 def _tensors(dora: bool):
     def tensors(model: ModelSpec, run: RunConfig, adapted: tuple[str, ...]) -> list[tuple[int, int]]:
-        """A (r x in) and B (out x r) per wrapped module; DoRA adds a magnitude per output feature."""
-        out = []
-        for fan_in, fan_out, count in adapted_shapes(model, adapted):
-            out += [(run.rank * fan_in, count), (fan_out * run.rank, count)]
-            if dora:
-                out.append((fan_out, count))
-        return out
+        return lora_tensors(model, adapted, run.rank, dora)
 
     return tensors
 
