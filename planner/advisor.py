@@ -214,13 +214,14 @@ def _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corre
 def _with_saver_reasons(rec: Recommendation, model: ModelSpec, gpu: GpuSpec, corrections) -> Recommendation:
     """Say what each switch the search had to turn on buys: the GiB it saves on this config."""
     run, reasons = rec.run, list(rec.reasons)
+    used = None  # this config's single-GPU device used, estimated once when a switch is on
     for field, value, _, what in SAVER_STEPS:
         if getattr(run, field) != value:
             continue
+        used = used if used is not None else estimate(model, run, gpu, corrections).breakdown.device_used_bytes
         plain = replace(run, **{field: RunConfig.__dataclass_fields__[field].default})
-        if field == "loss" or not plain.offload_activations or plain.grad_ckpt:
-            saved = estimate(model, plain, gpu, corrections).breakdown.device_used_bytes - estimate(model, run, gpu, corrections).breakdown.device_used_bytes
-            reasons.append(f"{what}; saves {saved / 2**30:.2f} GiB here")
+        saved = estimate(model, plain, gpu, corrections).breakdown.device_used_bytes - used
+        reasons.append(f"{what}; saves {saved / 2**30:.2f} GiB here")
     return replace(rec, reasons=tuple(reasons))
 
 # least communication first: replicate everything, then shard states and grads, then parameters

@@ -101,10 +101,12 @@ def run_options(func):
 def options_from_kwargs(kwargs: dict) -> RunOptions:
     names = [name for name in RunOptions.__dataclass_fields__ if name != "method_options"]
     values = {name: kwargs.pop(name) for name in names}
-    given = tuple((option.name, kwargs.pop(option.name)) for option in method_options() if kwargs.get(option.name) is not None)
-    for option in method_options():
-        kwargs.pop(option.name, None)
-    return RunOptions(**values, method_options=given)
+    given = []
+    for option in method_options():  # only the method options typed: the rest keep their records' defaults
+        value = kwargs.pop(option.name, None)
+        if value is not None:
+            given.append((option.name, value))
+    return RunOptions(**values, method_options=tuple(given))
 
 
 def main():
