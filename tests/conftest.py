@@ -20,6 +20,20 @@ TINY_LLAMA = {
 }
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices gain nothing from more threads, and lose a lot when the cores are shared.
+
+    Opt in per module: `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Tests never touch the network."""

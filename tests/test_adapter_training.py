@@ -11,7 +11,9 @@ from vramplan.calibrate.trainer import checkpoint as ckpt
 from vramplan.calibrate.trainer.loop import TrainingInterrupted, train
 from vramplan.planner.specs import RunConfig
 
-from .test_trainer import cli_run, error_line, one_thread, tiny, train_config  # noqa: F401  (fixtures)
+from .test_trainer import cli_run, error_line, tiny, train_config  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ADAPTER_RUN = dict(method="adapter", seq_len=64, batch=4, precision="fp32", grad_ckpt=False, method_options={"adapter_size": 32})
 ADAPTER_FLAGS = ["--method", "adapter", "--adapter-size", "32", "--seq-len", "64", "--batch", "4", "--precision", "fp32", "--no-grad-ckpt"]

@@ -31,7 +31,9 @@ from .test_html_reports import (
     screenshot,
     synthetic_store_fixture,
 )
-from .test_trainer import RUN_FLAGS, one_thread, tiny  # noqa: F401  (fixtures: a tiny llama, its tokenizer and data)
+from .test_trainer import RUN_FLAGS, tiny  # noqa: F401  (fixtures: a tiny llama, its tokenizer and data)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

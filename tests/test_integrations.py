@@ -15,7 +15,7 @@ from vramplan.calibrate.store import Store
 from vramplan.cli import cli
 from vramplan.integrations import VramplanCallback
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 SEQ, BATCH, STEPS = 128, 2, 3
 
 
@@ -30,14 +30,6 @@ class Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train(db, method="lora", dtype=torch.float32, ckpt=False, bf16=False, grad_accum=1, optim="adamw_torch", callback=None):

@@ -12,7 +12,9 @@ from vramplan.planner.estimator import estimate
 from vramplan.planner.specs import RunConfig
 
 from .conftest import TINY_LLAMA
-from .test_trainer import cli_run, one_thread, tiny  # noqa: F401  (fixtures)
+from .test_trainer import cli_run, tiny  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 A = Example([5, 6, 7, 8, 9], [5, 6, 7, 8, 9])
 B = Example([10, 11, 12, 13, 14, 15, 16], [IGNORE, IGNORE, 12, 13, 14, 15, 16])  # a masked prompt

@@ -12,15 +12,7 @@ from tests.test_trainer import make_rows, make_tokenizer, tiny_llama_config, wri
 from vramplan.cli import cli
 
 trl = pytest.importorskip("trl")
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
