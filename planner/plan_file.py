@@ -16,11 +16,14 @@ file), and turns it back into the `RunConfig` and `ParallelPlan` it was made fro
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 from .sharding import OFFLOADS, STRATEGIES, ParallelPlan
 from .specs import GpuSpec, RunConfig
+from .vision.run import STAGES as VLM_STAGES
+from .vision.run import VlmRun
 
 PLAN_VERSION = 1
 DOCUMENT_KEYS = ("model", "gpu", "config")  # goal and reasons are for people; nothing reads them back
@@ -102,7 +105,7 @@ def run_fields(run: RunConfig) -> dict:
 
 
 def plan_document(model: str, gpu: dict | None, run: RunConfig, parallel: ParallelPlan | None, *,
-                  training: dict | None = None, goal: str | None = None, reasons=()) -> dict:
+                  training: dict | None = None, goal: str | None = None, reasons=(), stages=()) -> dict:
     """The plan for `run` on `gpu` (each of `parallel.gpus`).
 
     Args:
@@ -113,9 +116,13 @@ def plan_document(model: str, gpu: dict | None, run: RunConfig, parallel: Parall
         training: further config keys (the recommendation's grad_accum, learning_rate, ...),
             written first; `run` and `parallel` win where they overlap.
         goal, reasons: why this config, for people.
+        stages: a VLM plan's `stage_entry` dicts (both stages); `run` is then stage 2's.
     """
     config = {**(training or {}), **run_fields(run), **parallel_fields(parallel)}
-    return {"vramplan_plan": PLAN_VERSION, "model": model, "gpu": gpu, "goal": goal, "config": config, "reasons": list(reasons)}
+    document = {"vramplan_plan": PLAN_VERSION, "model": model, "gpu": gpu, "goal": goal, "config": config, "reasons": list(reasons)}
+    if stages:
+        document["stages"] = list(stages)
+    return document
 
 
 def write_plan(path: Path, plan: dict) -> None:
@@ -211,6 +218,8 @@ def validate_plan(document, label: str) -> None:
         problems.append("config has no method")
     else:
         problems += _parallel_problems(config)
+    if document.get("stages") is not None:
+        problems += _stage_problems(document["stages"])
     if problems:
         raise ConfigError(f"{label}: {'; '.join(problems)}; {REWRITE}")
 
@@ -287,3 +296,118 @@ def gpu_from_plan(plan: dict) -> GpuSpec | None:
     if gpu["key"] == "custom":
         return custom_gpu(int(gpu["total_bytes"]))
     return resolve_gpu(gpu["key"])
+
+
+# ---------------------------------------------------------------- VLM stages
+# A VLM plan carries both training stages under "stages"; the top-level "config" stays the
+# stage-2 one, so readers that know nothing of stages still run (and estimate) the main stage.
+STAGE_KEYS = ("stage", "config", "vlm", "lr")
+LR_KEYS = ("learning_rate", "projector_lr", "vision_lr_scale")
+
+
+@dataclass(frozen=True)
+class VlmStagePlan:
+    """One stage of a VLM plan: the LLM's run, the VLM knobs and the per-component learning rates.
+
+    `projector_lr` None: the projector trains at `learning_rate`; `vision_lr_scale` multiplies
+    `learning_rate` for a trained vision tower (ignored while it is frozen).
+    """
+
+    stage: int
+    run: RunConfig
+    vlm: VlmRun
+    learning_rate: float
+    projector_lr: float | None = None
+    vision_lr_scale: float = 1.0
+
+
+def stage_entry(stage: VlmStagePlan, training: dict | None = None, parallel: ParallelPlan | None = None) -> dict:
+    """The `stages` item for `stage`: its config has the top-level config's keys.
+
+    `training` (grad_accum, epochs, ...) goes into the config first; the stage's run, parallel
+    settings and learning rate win where they overlap.
+    """
+    return {
+        "stage": stage.stage,
+        "config": {**(training or {}), **run_fields(stage.run), **parallel_fields(parallel),
+                   "learning_rate": stage.learning_rate},
+        "vlm": stage.vlm.as_dict(),
+        "lr": {"learning_rate": stage.learning_rate, "projector_lr": stage.projector_lr,
+               "vision_lr_scale": stage.vision_lr_scale},
+    }
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _stage_problems(stages) -> list[str]:
+    """What is wrong with a document's `stages` (shape only; `read_vlm_stages` builds them)."""
+    if not isinstance(stages, list) or not stages:
+        return [f"stages must be a list of stage entries ({', '.join(STAGE_KEYS)}), got {stages!r}"]
+    problems = []
+    for index, entry in enumerate(stages):
+        where = f"stages[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where} must be a mapping of {', '.join(STAGE_KEYS)}, got {entry!r}")
+            continue
+        missing = [key for key in STAGE_KEYS if key not in entry]
+        if missing:
+            problems.append(f"{where} has no {', '.join(missing)}")
+            continue
+        if entry["stage"] not in VLM_STAGES or isinstance(entry["stage"], bool):
+            problems.append(f"{where}.stage must be 1 or 2, got {entry['stage']!r}")
+        for key in ("config", "vlm", "lr"):
+            if not isinstance(entry[key], dict):
+                problems.append(f"{where}.{key} must be a mapping, got {entry[key]!r}")
+        if isinstance(entry["config"], dict) and not entry["config"].get("method"):
+            problems.append(f"{where}.config has no method")
+        lr = entry["lr"]
+        if isinstance(lr, dict):
+            if not (_is_number(lr.get("learning_rate")) and lr["learning_rate"] > 0):
+                problems.append(f"{where}.lr.learning_rate must be a positive number, got {lr.get('learning_rate')!r}")
+            projector = lr.get("projector_lr")
+            if projector is not None and not (_is_number(projector) and projector > 0):
+                problems.append(f"{where}.lr.projector_lr must be a positive number or null, got {projector!r}")
+            scale = lr.get("vision_lr_scale", 1.0)
+            if not (_is_number(scale) and scale >= 0):
+                problems.append(f"{where}.lr.vision_lr_scale must be a number >= 0, got {scale!r}")
+    numbers = [entry.get("stage") for entry in stages if isinstance(entry, dict)]
+    if len(set(numbers)) != len(numbers):
+        problems.append(f"stages lists a stage twice ({numbers})")
+    return problems
+
+
+def read_vlm_stages(plan: dict, label: str = "--plan") -> list[VlmStagePlan]:
+    """The VLM stages of a plan document, in stage order; [] for a plan without `stages`.
+
+    Args:
+        plan: a document `read_plan` returned (or `plan_document` built).
+        label: how errors name the file, e.g. `--plan plan.json`.
+
+    Raises:
+        ConfigError: naming the file and the key (`stages[1].vlm`, ...) of every problem.
+    """
+    stages = plan.get("stages")
+    if stages is None:
+        return []
+    problems = _stage_problems(stages)
+    if problems:
+        raise ConfigError(f"{label}: {'; '.join(problems)}; {REWRITE}")
+    result = []
+    for index, entry in enumerate(stages):
+        where = f"{label}: stages[{index}]"
+        run = run_from_plan({"config": entry["config"]}, where)  # its errors name "config has no ..."
+        try:
+            vlm = VlmRun.from_dict(entry["vlm"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.vlm: {exc}; {REWRITE}") from None
+        except (TypeError, ValueError) as exc:  # an unknown or mistyped key
+            raise ConfigError(f"{where}.vlm does not describe the VLM settings ({exc}); {REWRITE}") from None
+        if vlm.stage != entry["stage"]:
+            raise ConfigError(f"{where}: stage {entry['stage']} but vlm.stage {vlm.stage}; {REWRITE}")
+        lr = entry["lr"]
+        result.append(VlmStagePlan(stage=entry["stage"], run=run, vlm=vlm, learning_rate=float(lr["learning_rate"]),
+                                   projector_lr=None if lr.get("projector_lr") is None else float(lr["projector_lr"]),
+                                   vision_lr_scale=float(lr.get("vision_lr_scale", 1.0))))
+    return sorted(result, key=lambda stage: stage.stage)
