@@ -746,6 +746,55 @@ MODEL_CONFIGS: dict[str, dict] = {
             "sliding_window": None,
         },
     },
+    "mistralai/Mixtral-8x7B-v0.1": {
+        "aliases": ("mixtral-8x7b", "mixtral-8x7b-v0.1"),
+        # source: the hub config.json of mistralai/Mixtral-8x7B-v0.1, as vendored in
+        # scaleapi/llm-engine model-engine/tests/unit/domain/test_llm_use_cases.py (test_infer_hardware)
+        "config": {  # params: 46,702,792,704 (published: 46.7B, mistral.ai "Mixtral of experts")
+            "model_type": "mixtral",
+            "architectures": ["MixtralForCausalLM"],
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 32000,
+            "tie_word_embeddings": False,  # MixtralConfig default; config.json does not override
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-05,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 1000000.0,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "router_aux_loss_coef": 0.02,
+        },
+    },
+    "mistralai/Mixtral-8x22B-v0.1": {
+        "aliases": ("mixtral-8x22b", "mixtral-8x22b-v0.1"),
+        # source: the hub config.json of mistralai/Mixtral-8x22B-v0.1, as vendored in
+        # scaleapi/llm-engine model-engine/tests/unit/domain/test_llm_use_cases.py (test_infer_hardware)
+        "config": {  # params: 140,620,634,112 (published: 141B, mistral.ai "Cheaper, Better, Faster, Stronger")
+            "model_type": "mixtral",
+            "architectures": ["MixtralForCausalLM"],
+            "hidden_size": 6144,
+            "intermediate_size": 16384,
+            "num_hidden_layers": 56,
+            "num_attention_heads": 48,
+            "num_key_value_heads": 8,
+            "vocab_size": 32000,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 65536,
+            "rms_norm_eps": 1e-05,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 1000000,
+            "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+            "router_aux_loss_coef": 0.001,
+            "router_jitter_noise": 0.0,
+        },
+    },
 }
 
 # A bare size ("7b") resolves to the model people most often mean by it.
