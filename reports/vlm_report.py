@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..planner.breakdown import PHASES
+from ..planner.methods import method_record
 from ..planner.units import GIB
 
 COMPONENT_TITLES = {"vision": "vision tower", "projector": "projector", "llm": "LLM"}
@@ -112,3 +113,103 @@ def render_vlm(console, estimates: list, note: str) -> None:
         console.print(f"two-stage schedule: the larger peak is stage {peak.vlm.stage}, {_gib(peak.breakdown.device_used_bytes)} GiB device used.")
     console.print("Values in (parentheses) are not live at that stage's peak phase. Stage 1 trains the projector only; "
                   "stage 2 the projector and the LLM by --method. Calibration: " + first.calibration + ".")
+
+
+# ---------------------------------------------------------------- recommend for a VLM
+def _training(stage) -> dict:
+    """The config keys a stage's trainer needs beyond its RunConfig (they do not change memory)."""
+    plan = stage.plan
+    return {"grad_accum": stage.grad_accum, "epochs": stage.epochs, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
+            "projector_lr": plan.projector_lr, "vision_lr_scale": plan.vision_lr_scale}
+
+
+def plan_stages(advice) -> list[dict]:
+    """The plan file's `stages` (planner/plan_file.py's contract) for both recommended stages."""
+    from ..planner.plan_file import stage_entry
+
+    return [stage_entry(stage.plan, _training(stage)) for stage in advice.stages]
+
+
+def stage_training(advice) -> dict:
+    """Stage 2's training keys: the top-level `config` of a VLM plan file is stage 2's."""
+    stage = advice.stages[-1]
+    return {**_training(stage), "learning_rate": stage.plan.learning_rate}
+
+
+def vlm_advice_document(advice, note: str, margin_note: str) -> dict:
+    """`recommend --json` for a VLM: both stages (plan-file entries + estimate), image tokens, components."""
+    two = advice.stages[-1].estimate
+    spec, gpu = two.spec, two.gpu
+    stages = []
+    for stage, entry in zip(advice.stages, plan_stages(advice)):
+        est = stage.estimate
+        breakdown = est.breakdown
+        stages.append({
+            **entry,
+            "grad_accum": stage.grad_accum,
+            "epochs": stage.epochs,
+            "components": est.components(),
+            "trainable_params": est.trainable_params,
+            "peak_allocated_bytes": breakdown.peak_allocated_bytes,
+            "peak_reserved_bytes": breakdown.peak_reserved_bytes,
+            "device_used_bytes": breakdown.device_used_bytes,
+            "fits": est.fits,
+            "headroom_bytes": est.headroom_bytes,
+            "reasons": list(stage.reasons),
+        })
+    row = advice.row
+    return {
+        "model": {"name": spec.name, "resolved_from": note, "model_type": spec.model_type, "base_params": spec.params},
+        "gpu": {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes},
+        "margin": margin_note,
+        "calibration": two.calibration,
+        "table": {"method": row.method, "ranks": list(row.ranks), "vision": row.vision, "reason": row.reason},
+        "image_tokens": two.plan.llm_tokens,
+        "requested_image_tokens": advice.requested_image_tokens,
+        "max_pixels": two.vlm.max_pixels,
+        "images": _images(two),
+        "components": {"vision": {"params": spec.vision.params}, "projector": {"params": spec.projector.params},
+                       "llm": {"params": spec.decoder.base_params}},
+        "reasons": list(advice.reasons),
+        "stages": stages,
+    }
+
+
+def render_vlm_advice(console, document: dict) -> None:
+    """Both stages side by side in panels, the shared reasons, then the component table."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    gib = lambda n: f"{n / GIB:.2f} GiB"  # noqa: E731
+    gpu = document["gpu"]
+    sizes = ", ".join(f"{i['width']}x{i['height']}->{i['resized'][0]}x{i['resized'][1]}" for i in document["images"])
+    head = (f"{document['model']['name']} on {gpu['name']} ({gib(gpu['total_bytes'])}): a two-stage plan\n"
+            f"{document['margin']}\nimages per example: {len(document['images'])} [{sizes}], "
+            f"{document['image_tokens']:,} image tokens" + (f" (max_pixels {document['max_pixels']:,})" if document["max_pixels"] else ""))
+    parts = [Text(head), Text("\n".join(f"• {reason}" for reason in document["reasons"]))]
+    for stage in document["stages"]:
+        cfg, vlm, lr = stage["config"], stage["vlm"], stage["lr"]
+        title = "Stage 1: projector warm-up" if stage["stage"] == 1 else "Stage 2: projector + LLM"
+        llm = ("frozen" + (" (4-bit)" if method_record(cfg["method"]).quantizes_base else "")) if stage["stage"] == 1 else cfg["method"] + (f" r={cfg['rank']} α={cfg['alpha']:g} on {cfg['target_preset']}" if cfg["rank"] else "")
+        lines = [
+            f"LLM {llm} · vision {vlm['vision']}{' (NF4)' if vlm['quantize_vision'] else ''} · projector {vlm['projector']}",
+            f"micro-batch {cfg['batch']} × accumulation {stage['grad_accum']}, seq {cfg['seq_len']}, grad-ckpt {'on' if cfg['grad_ckpt'] else 'off'}",
+            f"{cfg['optimizer']}, {cfg['precision']}, lr {lr['learning_rate']:.0e} cosine, {stage['epochs']} epoch(s)"
+            + (f", vision lr ×{lr['vision_lr_scale']:g}" if vlm["vision"] != "freeze" else ""),
+            f"predicted: {gib(stage['device_used_bytes'])} device used, {gib(stage['headroom_bytes'])} to spare",
+            "",
+            *(f"• {reason}" for reason in stage["reasons"]),
+        ]
+        parts.append(Panel("\n".join(lines), title=title))
+    table = Table(title="Peak memory per component (GiB, 2^30 bytes)", title_justify="left")
+    table.add_column("component")
+    for stage in document["stages"]:
+        table.add_column(f"stage {stage['stage']}", justify="right")
+    for part in ("vision", "projector", "llm"):
+        table.add_row(COMPONENT_TITLES[part], *[_gib(s["components"][part]["total_bytes"]) for s in document["stages"]])
+    table.add_row("peak allocated", *[_gib(s["peak_allocated_bytes"]) for s in document["stages"]])
+    table.add_row("device used", *[_gib(s["device_used_bytes"]) for s in document["stages"]])
+    parts.append(table)
+    console.print(Group(*parts))

@@ -33,12 +33,20 @@ from .planner.advisor import GOALS
 @click.option("--export", "export_kind", type=click.Choice(EXPORTS), default=None, help="Write the best config for another tool to --out instead of a plan file: trl (trl sft --config), axolotl, llama-factory, accelerate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page: the recommendation, its reasons and the alternatives.")
-def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path):
+@click.option("--image-size", "image_size", multiple=True, help="VLM: image size WxH in pixels; repeat for a mix (cycled over --images) [default: the family's, e.g. 448x448].")
+@click.option("--images", type=int, default=None, help="VLM: images per example [default: 1].")
+@click.option("--max-pixels", type=int, default=None, help="VLM (Qwen-VL): the processor's max_pixels to start from; the plan may lower it to fit, and says what that costs [default: the checkpoint's].")
+def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path,
+              image_size, images, max_pixels):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
+
+    For a vision-language model: a two-stage plan (projector warm-up, then projector + LLM)
+    from the data-scale table, fitted to the GPU at the image size.
 
     \b
     Example:
       vramplan recommend --model 8b --gpu t4 --dataset-size 5000 --out plan.yaml
+      vramplan recommend --model qwen2-vl-7b --gpu t4 --dataset-size 5000 --image-size 448x448
     """
     from . import preflight
     from .commands import parse_methods, resolve_gpu_flags
@@ -68,6 +76,15 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         raise ConfigError("give either --dataset or --dataset-size, not both")
     resolved = preflight.resolve_checked(model)
     preflight.check_plan_out(out)
+    from .planner.vision import is_vlm_config
+
+    if is_vlm_config(resolved.config) or image_size or images is not None or max_pixels is not None:
+        from .vlm_recommend_cmd import check_vlm_flags, recommend_vlm_command
+
+        values = dict(dataset=dataset, from_files=from_files, export_kind=export_kind, top=top, allow_long=allow_long, gpus=gpus, goal=goal,
+                      image_size=image_size, images=images, max_pixels=max_pixels, dataset_size=dataset_size, seq_len=seq_len, methods=methods, db=db)
+        check_vlm_flags(values, preflight.typed_flags())
+        return recommend_vlm_command(resolved, gpu_spec, values, out, html_path, as_json, _planned_model(model, resolved))
     if dataset is not None:
         preflight.check_data_file(dataset, "--dataset")
     window, extra = preflight.recommend_window(resolved, seq_len, allow_long), {}
@@ -100,9 +117,7 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         from .planner.plan_file import plan_document, write_plan
 
         best = recs[0]
-        local = Path(model).expanduser()  # a local model is recorded by its path, so the plan reads back from anywhere
-        planned_model = str(local.resolve()) if local.exists() else resolved.spec.name
-        plan = plan_document(planned_model, document["gpu"], best.run, best.parallel, training=config_of(best), goal=goal, reasons=best.reasons)
+        plan = plan_document(_planned_model(model, resolved), document["gpu"], best.run, best.parallel, training=config_of(best), goal=goal, reasons=best.reasons)
         if export_kind is not None:
             from .interop_cmd import write_export
 
@@ -127,3 +142,9 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         from .reports.html_sections import recommend_page
 
         wrote(html_path, write_report(html_path, recommend_page(document, ratio), "--html"), err=as_json)
+
+
+def _planned_model(model: str, resolved) -> str:
+    """A local model is recorded by its path, so the plan reads back from anywhere."""
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.exists() else resolved.spec.name

@@ -1,0 +1,80 @@
+"""`vramplan recommend` for a vision-language model: the two-stage plan, its plan file and page."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .planner.errors import ConfigError
+
+# recommend flags that speak of text-model searches only
+TEXT_ONLY = {"dataset": "--dataset", "from_files": "--from", "export_kind": "--export", "top": "--top",
+             "allow_long": "--allow-long-context"}
+
+
+def check_vlm_flags(values: dict, typed: set[str]) -> None:
+    """Refuse, in one line, the recommend flags a VLM plan cannot honour.
+
+    Raises:
+        ConfigError: naming the flag and what to do instead.
+    """
+    given = [flag for name, flag in TEXT_ONLY.items() if name in typed and values.get(name) not in (None, (), False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not for a vision-language model yet; a VLM plan takes --dataset-size N, "
+                          "--image-size WxH, --images, --max-pixels and --seq-len")
+    if values.get("gpus", 1) != 1:
+        raise ConfigError(f"--gpus {values['gpus']}: the VLM plan is for one GPU; drop --gpus or pick a bigger --gpu")
+    if values.get("goal", "quality") != "quality":
+        raise ConfigError(f"--goal {values['goal']}: a VLM plan follows the data-scale table (--goal quality); drop --goal")
+
+
+def recommend_vlm_command(resolved, gpu_spec, values: dict, out, html_path, as_json: bool, planned_model: str) -> None:
+    """Plan both stages, print them (or their JSON), write the plan file and the page when asked."""
+    from .commands import parse_methods
+    from .planner.margin import margin_ratio_for
+    from .planner.vision import vlm_spec_for
+    from .planner.vision.tokens import parse_image_size
+    from .planner.vision.run import VlmRun
+    from .planner.vlm_advisor import VLM_METHODS, recommend_vlm
+    from .reports.vlm_report import vlm_advice_document
+
+    spec = vlm_spec_for(resolved)
+    images = 1 if values.get("images") is None else values["images"]
+    if images < 1:
+        raise ConfigError(f"--images must be 1 or more for a VLM plan, got {images}")
+    vlm = VlmRun(images=images, image_sizes=tuple(parse_image_size(text) for text in values.get("image_size") or ()),
+                 max_pixels=values.get("max_pixels"))
+    corrections = None
+    if gpu_spec.key != "custom" or values.get("db") is not None:
+        from .calibrate.lookup import corrections_for
+
+        corrections = corrections_for(gpu_spec, values.get("db"))
+    ratio, margin_note = margin_ratio_for(corrections)
+    methods = parse_methods(values.get("methods") or (), default=VLM_METHODS)
+    advice = recommend_vlm(spec, gpu_spec, vlm, values.get("dataset_size"), values.get("seq_len"), corrections, ratio, methods)
+    document = vlm_advice_document(advice, resolved.note, margin_note)
+    if out is not None:
+        from .planner.plan_file import plan_document, write_plan
+        from .reports.vlm_report import plan_stages, stage_training
+
+        two = advice.stages[-1]
+        reasons = [*advice.reasons, *two.reasons]
+        write_plan(out, plan_document(planned_model, document["gpu"], two.plan.run, None, training=stage_training(advice),
+                                      goal="quality", reasons=reasons, stages=plan_stages(advice)))
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+    else:
+        from rich.console import Console
+
+        from .reports.vlm_report import render_vlm_advice
+
+        render_vlm_advice(Console(), document)
+        if out is not None:
+            click.echo(f"plan written to {out} (both stages; `vramplan run --plan {out}` runs them)")
+    if html_path is not None:
+        from .commands import wrote
+        from .reports.html_report import write_report
+        from .reports.vlm_html import vlm_advice_page
+
+        wrote(html_path, write_report(html_path, vlm_advice_page(advice, document), "--html"), err=as_json)
