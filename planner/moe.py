@@ -20,6 +20,20 @@ EXPERT_TENSORS = ("gate_up_proj", "down_proj")
 ROUTER = "gate"
 
 
+def dropout_refused_on(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
+    """The router/fused-expert targets of an adapter run with dropout: peft 0.21's ParamWrapper
+    (`target_parameters`) refuses `lora_dropout != 0` on them. Empty when nothing is refused."""
+    if not model.num_experts or run.dropout <= 0 or run.method_record.adapter is None:
+        return ()
+    from .targets import MOE_TARGETS, resolve_targets
+
+    try:
+        adapted = resolve_targets(model, run.targets)
+    except ValueError:  # a bad --targets is reported where the estimate resolves it
+        return ()
+    return tuple(name for name in adapted if name in MOE_TARGETS)
+
+
 def routed_tokens(model: ModelSpec, run: RunConfig) -> int:
     """Rows through the experts of one layer: every token goes to k experts (balanced routing)."""
     return model.experts_per_token * run.tokens

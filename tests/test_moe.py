@@ -135,7 +135,12 @@ def test_cli_counts_a_local_moe_config(tmp_path):
     ok = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear", "--dropout", "0"])
     assert ok.exit_code == 0, ok.output
     assert "gate,gate_up_proj,down_proj" in ok.output.replace("\n", "")
-    bad = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear"])
+    # at the default dropout the experts' refusal turns it to 0, with a note; a --dropout given is refused
+    default = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear"])
+    assert default.exit_code == 0, default.output
+    assert "note: --dropout 0 (not the default 0.05): peft cannot put dropout on the router or fused experts" in default.output
+    assert "dropout=0 " in default.output
+    bad = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--targets", "all-linear", "--dropout", "0.05"])
     assert bad.exit_code == 1
     assert bad.output.strip().splitlines()[-1] == (
         "Error: --dropout 0.05: peft cannot put dropout on the router or fused experts (gate, gate_up_proj, down_proj); "

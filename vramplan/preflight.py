@@ -301,10 +301,31 @@ def check_planned(resolved, run, methods: tuple[str, ...], allow_long: bool, seq
     notes = [note] if note else []
     if seq_len != run.seq_len:
         run = replace(run, seq_len=seq_len)
+    typed = typed_flags()
+    run, dropout_note = moe_default_dropout(resolved.spec, run, methods, "dropout" in typed)
+    notes += [dropout_note] if dropout_note else []
     for method in methods:
         check_run(resolved.spec, replace(run, method=method))
-    notes += option_notes(typed_flags(), methods)
+    notes += option_notes(typed, methods)
     return ModelChecks(run, window, notes, allow_long)
+
+
+def moe_default_dropout(spec, run, methods: tuple[str, ...], dropout_given: bool):
+    """A mixture of experts whose router/experts are targeted at the default --dropout: peft refuses
+    dropout there, so the default becomes 0 (with a note); a --dropout given is kept (and refused)."""
+    from dataclasses import replace
+
+    from .planner.moe import dropout_refused_on
+
+    refused = set()
+    for method in methods:
+        refused.update(dropout_refused_on(spec, replace(run, method=method)))
+    if dropout_given or not refused:
+        return run, None
+    return replace(run, dropout=0.0), (
+        f"--dropout 0 (not the default {run.dropout:g}): peft cannot put dropout on the router or fused experts; "
+        "--targets attention keeps it"
+    )
 
 
 def recommend_window(resolved, seq_len: int | None, allow_long: bool) -> ContextWindow | None:

@@ -62,7 +62,7 @@ def _layer_saved(dora: bool):
                 # peft casts x to the adapter dtype per module, lora_A saves the copy (under autocast
                 # its own 16-bit cast of it: autocast caches casts of weights, not of activations)
                 inputs += len(chosen) * copy_dtype * t * width
-            elif not trains_base:
+            elif not trains_base and not (key == "attn_out" and _sdpa_output_is_o_input(model, run)):
                 inputs += in_dtype[key] * t * width  # the shared input itself stays alive
             for name in chosen:
                 inputs += copy_dtype * t * run.rank  # lora_A output, saved by lora_B
@@ -73,6 +73,13 @@ def _layer_saved(dora: bool):
         return inputs, extra
 
     return layer_saved
+
+
+def _sdpa_output_is_o_input(model: ModelSpec, run: RunConfig) -> bool:
+    """SDPA (and flash) return their output laid out (batch, seq, heads, head_dim), so o_proj's input
+    is a view of the output SDPA already keeps (`activations/attention`); eager attention's
+    `.transpose(1, 2).contiguous()` makes a copy. Measured on probe-olmoe/probe-llama QLoRA (dropout 0)."""
+    return not (run.attention == "eager" or (run.attention == "sdpa" and not model.sdpa))
 
 
 def _dora_saved_bytes(linear, run: RunConfig, lo: int, ad: int) -> int:
