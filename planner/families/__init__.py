@@ -7,6 +7,7 @@ and one line in `FAMILIES`; the planner and the calibration model builder both r
 from __future__ import annotations
 
 from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, MoeLayout, Projection
+from .gemma import GEMMA
 from .gemma2 import GEMMA2
 from .llama import LLAMA
 from .mistral import MISTRAL
@@ -27,6 +28,7 @@ FAMILIES: dict[str, Family] = {
     "olmoe": OLMOE,
     "qwen3_moe": QWEN3_MOE,
     "mixtral": MIXTRAL,
+    "gemma": GEMMA,
 }
 
 
