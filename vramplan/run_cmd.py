@@ -14,6 +14,8 @@ from .planner.errors import ConfigError
 from .planner.methods import METHODS
 from .planner.specs import DEVICE_KINDS
 from .calibrate.trainer.distributed import STRATEGIES as TRAINER_STRATEGIES
+from .planner.vision import is_vlm_config
+from .vlm_run_cmd import pop_vlm_flags, run_vlm_command, vlm_flags_given, vlm_run_options
 
 # plan "config" key -> the `run` parameter it fills
 PLAN_KEYS = {
@@ -203,6 +205,7 @@ def _detected_gpu(device: str | None):
 @click.option("--merge", is_flag=True, help="Also save the base model with the adapter merged in (OUT/merged).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Also write a self-contained HTML page of the run: loss curve, tokens/s, measured peak against the estimate.")
+@vlm_run_options
 @click.pass_context
 def run_command(ctx, **params):
     """Fine-tune a local model with the bundled trainer and record the run's real peak memory.
@@ -226,6 +229,9 @@ def run_command(ctx, **params):
     gpu_spec = resolve_gpu_flags(params.pop("gpu"), params.pop("gpu_mem"))
     model_dir, model_config = preflight.check_model_dir(params.pop("model"))
     preflight.check_data_file(params["data"])
+    vlm_values = pop_vlm_flags(params)
+    if vlm_flags_given(vlm_values) or is_vlm_config(model_config):  # vlm_run_cmd.py: stages, image-text data
+        return run_vlm_command(ctx, params, vlm_values, model_dir, model_config, gpu_spec, html_path)
     target_gpu = gpu_spec or _detected_gpu(params["device"])
     plan, planned_seq = params.pop("plan"), False
     if plan:

@@ -226,13 +226,11 @@ class _Session:
     # ------------------------------------------------------------ one attempt
     def _setup(self, run: RunConfig, total: int):
         torch.manual_seed(self.c.seed)  # same random base and adapter init on every resume
-        model = build_training_model(self.model, run, self.device, self.c.use_rslora)
+        model = self._build_model(run)
         for note in getattr(model, "vramplan_notes", []):
             self.log(f"note: {note}")
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(run, trainable)
-        for group in optimizer.param_groups:
-            group["lr"] = self.c.learning_rate
+        optimizer = self._make_optimizer(run, model)
         from transformers import get_cosine_schedule_with_warmup
 
         scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(total * self.c.warmup_ratio), total)
@@ -243,6 +241,30 @@ class _Session:
         if self.acc is not None:
             self.wrapped, optimizer = self.acc.prepare(model, optimizer)
         return model, optimizer, scheduler, scaler
+
+    # hooks a VLM session (vlm_loop.py) replaces: the model, the optimizer, the data, the estimate
+    def _build_model(self, run: RunConfig):
+        return build_training_model(self.model, run, self.device, self.c.use_rslora)
+
+    def _make_optimizer(self, run: RunConfig, model):
+        optimizer = make_optimizer(run, [p for p in model.parameters() if p.requires_grad])
+        for group in optimizer.param_groups:
+            group["lr"] = self.c.learning_rate
+        return optimizer
+
+    def _batches(self, run: RunConfig, position: int):
+        if run.packing:
+            return PackedBatches(self.train, run.batch, self.model.pad_id, self.c.seed, run.seq_len, position=position)
+        return Batches(self.train, run.batch, self.model.pad_id, self.c.seed, position=position)
+
+    def _eval_batches(self, run: RunConfig):
+        return eval_batches(self.eval, run.batch, self.model.pad_id)
+
+    def _truncate(self, examples: list, run: RunConfig) -> list:
+        return truncate_examples(examples, run.seq_len)
+
+    def _estimate(self, run: RunConfig):
+        return estimate(self.spec, run, self.gpu)
 
     def _restore(self, model, optimizer, scheduler, scaler, state: dict) -> dict:
         found = ckpt.checkpoint_dirs(self.out)
@@ -297,10 +319,7 @@ class _Session:
         return loss_value, tokens
 
     def _loop(self, model, optimizer, scheduler, scaler, run, accum, state, total, meter) -> None:
-        if run.packing:
-            batches = PackedBatches(self.train, run.batch, self.model.pad_id, self.c.seed, run.seq_len, position=state["examples_seen"])
-        else:
-            batches = Batches(self.train, run.batch, self.model.pad_id, self.c.seed, position=state["examples_seen"])
+        batches = self._batches(run, state["examples_seen"])
         with progress_bar(self.c.progress) as bar:
             task = bar.add_task(f"{run.method} b{run.batch}x{accum}", total=total, completed=state["step"], stats="")
             while state["step"] < total:
@@ -325,7 +344,7 @@ class _Session:
     def _evaluate(self, model, run) -> float | None:
         total, count = 0.0, 0
         model.eval()
-        for batch in eval_batches(self.eval, run.batch, self.model.pad_id):
+        for batch in self._eval_batches(run):
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             batch = {k: v.to(self.device) for k, v in batch.items() if k != "attention_mask"}
             with autocast_context(run, self.device):
@@ -351,13 +370,13 @@ class _Session:
         return target
 
     def attempt(self, run: RunConfig, accum: int) -> TrainResult:
-        self.train = truncate_examples(self.data.train, run.seq_len)
-        self.eval = truncate_examples(self.data.eval, run.seq_len)
+        self.train = self._truncate(self.data.train, run)
+        self.eval = self._truncate(self.data.eval, run)
         ranks = 1 if self.acc is None else self.acc.num_processes
         total = self.c.max_steps or max(1, math.ceil(self.c.epochs * steps_per_epoch(len(self.train), run.batch * ranks, accum)))
         if self.acc is not None:  # each rank trains its own shard of the rows (the same step count on every rank)
             self.train = self.train[self.acc.process_index :: ranks]
-        est = estimate(self.spec, run, self.gpu)
+        est = self._estimate(run)
         meter = make_meter(self.device, self.c.cpu_tracked_steps)
         state = {"step": 0, "examples_seen": 0, "losses": [], "timed_tokens": 0, "timed_seconds": 0.0, "measured_tokens": 0, "measured_seconds": 0.0}
         started, parts, oom = time.perf_counter(), None, None
@@ -464,7 +483,7 @@ def _oom_message(run: RunConfig, accum: int, step: int, error: str) -> str:
     return f"{where}; try {down[2]}, or pass --auto-fallback to step down automatically"
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, session_class=None) -> TrainResult:
     """Train, checkpoint, save and record one run (see the module doc).
 
     Raises:
@@ -473,7 +492,7 @@ def train(config: TrainConfig) -> TrainResult:
         TrainingInterrupted: Ctrl-C; a checkpoint was saved and the run recorded.
         TrainingOutOfMemory: the device ran out of memory (after any ``auto_fallback`` retries).
     """
-    session = _Session(config)
+    session = (session_class or _Session)(config)  # vlm_loop.VlmSession for a vision-language model
     run, accum = session.run, session.grad_accum
     while True:
         try:

@@ -1,0 +1,117 @@
+"""A local VLM model directory made offline: config.json, a word-level tokenizer, the family's
+own processor (image processor + tokenizer), and random weights as safetensors.
+
+What `vramplan run` trains on CPU in the tests and the README example: the tiny LLaVA and
+Qwen2-VL architectures of `vlm_build.VLM_PROBE_MODELS`, with their special-token ids moved to
+where this tokenizer puts them. Memory does not depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vramplan.planner.errors import ConfigError
+
+from .vlm_build import VLM_PROBE_MODELS
+
+# the words of the synthetic captions (`caption_rows`); anything else is <unk>
+COLORS = ("red", "green", "blue", "yellow", "white", "black", "purple", "orange")
+WORDS = (*COLORS, "a", "an", "picture", "photo", "image", "of", "the", "color", "is", "what", "describe", "this", "it", "shows", "plain", "\n")
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+            "<|image_pad|>", "<|video_pad|>")
+RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30), "white": (245, 245, 245),
+       "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (240, 140, 20)}
+TINY_VLMS = {"llava": "probe-llava", "qwen2_vl": "probe-qwen2-vl"}
+
+
+def make_tokenizer():
+    """A fast word-level tokenizer with the LLaVA and Qwen-VL special tokens (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(SPECIALS + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
+    tok.add_special_tokens(list(SPECIALS) + ["\n"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def tiny_config(model_type: str, tokenizer) -> dict:
+    """The probe model's config with its special tokens at this tokenizer's ids."""
+    if model_type not in TINY_VLMS:
+        raise ConfigError(f"tiny VLM model_type {model_type!r}: one of {', '.join(TINY_VLMS)}")
+    config = json.loads(json.dumps(VLM_PROBE_MODELS[TINY_VLMS[model_type]]))
+    ids = tokenizer.convert_tokens_to_ids
+    if model_type == "llava":
+        config.update(image_token_index=ids("<image>"), pad_token_id=ids("<pad>"))
+        config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
+    else:
+        config.update(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
+                      vision_end_token_id=ids("<|vision_end|>"), bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
+    return config
+
+
+def make_processor(model_type: str, config: dict, tokenizer):
+    """The family's transformers processor, built from values (PIL image processors: no torchvision)."""
+    import transformers
+
+    if model_type == "llava":
+        vision = config["vision_config"]
+        size = vision["image_size"]
+        images = transformers.CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return transformers.LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=vision["patch_size"],
+                                           vision_feature_select_strategy=config["vision_feature_select_strategy"],
+                                           num_additional_image_tokens=1)  # the CLS token (llava-1.5-hf sets 1)
+    from .trainer.vlm_processor import image_only_qwen2_vl
+
+    return image_only_qwen2_vl()(image_processor=transformers.Qwen2VLImageProcessorPil(), tokenizer=tokenizer)
+
+
+def write_tiny_vlm_dir(path, model_type: str, seed: int = 0) -> Path:
+    """Write a trainable tiny VLM directory: config.json, tokenizer, processor, random weights.
+
+    Raises:
+        ConfigError: an unknown model_type.
+    """
+    import torch
+    import transformers
+
+    path = Path(path)
+    tokenizer = make_tokenizer()
+    config = tiny_config(model_type, tokenizer)
+    hf_config = transformers.AutoConfig.for_model(**config)
+    torch.manual_seed(seed)
+    cls = getattr(transformers, {"llava": "LlavaForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration"}[model_type])
+    model = cls._from_config(hf_config)
+    model.save_pretrained(path)
+    processor = make_processor(model_type, config, tokenizer)
+    processor.image_processor.save_pretrained(path)  # what a Qwen-VL dir loads without a video processor
+    if model_type == "llava":
+        processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def caption_rows(count: int, image_dir: Path, size: tuple[int, int] = (112, 112), seed: int = 0) -> list[dict]:
+    """`count` caption records over plain-colour PNGs written to `image_dir` (paths relative to its parent).
+
+    The caption names the colour, so a projector that learns something lowers the loss.
+    """
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    rng = random.Random(seed)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(count):
+        color = COLORS[index % len(COLORS)]
+        noise = np.random.default_rng(seed + index).integers(-12, 12, (size[1], size[0], 3))
+        pixels = np.clip(np.array(RGB[color]) + noise, 0, 255).astype(np.uint8)
+        name = f"{index:04d}-{color}.png"
+        Image.fromarray(pixels, "RGB").save(image_dir / name)
+        template = rng.choice(("a picture of {c}", "the color is {c}", "a plain {c} image", "it shows {c}"))
+        rows.append({"image": f"{image_dir.name}/{name}", "caption": template.format(c=color)})
+    return rows
