@@ -46,6 +46,10 @@ def spec_from_path(path: Path) -> tuple[ModelSpec, dict]:
     """ModelSpec of a local config.json or model directory, with the config dict."""
     config = read_config(path)
     name = config.get("_name_or_path") or path.name
+    from .vision import is_vlm_config, vlm_spec_from_config
+
+    if is_vlm_config(config):  # the decoder, with the vision tower and projector as components (as catalog VLMs)
+        return vlm_spec_from_config(config, str(name), source="config.json").model, config
     if config["model_type"] in FAMILIES:
         return spec_from_config(config, str(name), source="config.json"), config
     return spec_from_meta_model(config, str(name)), config
