@@ -118,9 +118,7 @@ def render_vlm(console, estimates: list, note: str) -> None:
 # ---------------------------------------------------------------- recommend for a VLM
 def _training(stage) -> dict:
     """The config keys a stage's trainer needs beyond its RunConfig (they do not change memory)."""
-    plan = stage.plan
-    return {"grad_accum": stage.grad_accum, "epochs": stage.epochs, "lr_scheduler": "cosine", "warmup_ratio": 0.03,
-            "projector_lr": plan.projector_lr, "vision_lr_scale": plan.vision_lr_scale}
+    return {"grad_accum": stage.grad_accum, "epochs": stage.epochs, "lr_scheduler": "cosine", "warmup_ratio": 0.03}  # the lrs: the entry's "lr"
 
 
 def plan_stages(advice) -> list[dict]:

@@ -210,3 +210,19 @@ def test_a_text_model_with_image_flags_is_refused_and_without_them_unchanged():
     assert refused.exit_code == 1 and "is a text-only model" in refused.output
     text = json.loads(_recommend("--model", "8b", "--gpu", "t4", "--json").output)
     assert "stages" not in text and text["recommendations"]
+
+
+def test_a_local_model_directory_brings_its_processors_pixel_cap(tmp_path):
+    from vramplan.planner.catalog.vlm_models import VLM_CONFIGS
+
+    folder = tmp_path / "tiny-qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(VLM_CONFIGS["Qwen/Qwen2-VL-2B-Instruct"]["config"]))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 3136, "longest_edge": 200704}}))
+    result = _recommend("--model", str(folder), "--gpu", "a100-80gb", "--dataset-size", "5000", "--image-size", "1344x1344", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["images"][0]["resized"] == [448, 448] and doc["image_tokens"] == 258  # 448 x 448 = 200,704 pixels at most
+    assert doc["max_pixels"] is None  # the processor's own cap, not a lowered one
+    entry = doc["stages"][1]
+    assert "projector_lr" not in entry["config"] and entry["lr"]["projector_lr"] is None  # the lrs live in "lr" only

@@ -61,7 +61,7 @@ def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_p
         from .vlm_report_cmd import vlm_report
 
         chosen = parse_methods(methods, default=VLM_DEFAULT_METHODS)
-        html = vlm_report(resolved, gpus, build_run(options, chosen[0], _reference_gpu(gpus)), chosen, vlm_values, db, run_dir)
+        html = vlm_report(resolved, model, gpus, build_run(options, chosen[0], _reference_gpu(gpus)), chosen, vlm_values, db, run_dir)
         return wrote(out, write_report(out, html))
     chosen = parse_methods(methods)
     run = build_run(options, chosen[0], _reference_gpu(gpus))

@@ -13,6 +13,32 @@ TEXT_ONLY = {"dataset": "--dataset", "from_files": "--from", "export_kind": "--e
              "allow_long": "--allow-long-context"}
 
 
+def vlm_spec_of(resolved, model: str):
+    """The VlmSpec of `--model`; a local model directory brings its own processor's pixel bounds.
+
+    transformers 5 writes Qwen-VL's min/max_pixels as `size.shortest_edge/longest_edge` in
+    preprocessor_config.json (older files: `min_pixels`/`max_pixels`); the token count follows them.
+    """
+    from pathlib import Path
+
+    from .planner.vision import vlm_spec_for, vlm_spec_from_config
+
+    path = Path(str(model)).expanduser()
+    file = (path if path.is_dir() else path.parent) / "preprocessor_config.json"
+    if not path.exists() or not file.is_file():
+        return vlm_spec_for(resolved)
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ConfigError(f"--model {model}: {file} is not readable JSON; fix or remove it") from None
+    size = values.get("size") if isinstance(values.get("size"), dict) else {}
+    processor = {key: int(value) for key, value in (("min_pixels", values.get("min_pixels") or size.get("shortest_edge")),
+                                                    ("max_pixels", values.get("max_pixels") or size.get("longest_edge")))
+                 if isinstance(value, int) and not isinstance(value, bool) and value > 0}
+    vlm_spec_for(resolved)  # a text-only model with image flags: the same one-line error as the catalog path
+    return vlm_spec_from_config(resolved.config, resolved.spec.name, processor, source="config.json")
+
+
 def check_vlm_flags(values: dict, typed: set[str]) -> None:
     """Refuse, in one line, the recommend flags a VLM plan cannot honour.
 
@@ -33,13 +59,12 @@ def recommend_vlm_command(resolved, gpu_spec, values: dict, out, html_path, as_j
     """Plan both stages, print them (or their JSON), write the plan file and the page when asked."""
     from .commands import parse_methods
     from .planner.margin import margin_ratio_for
-    from .planner.vision import vlm_spec_for
     from .planner.vision.tokens import parse_image_size
     from .planner.vision.run import VlmRun
     from .planner.vlm_advisor import VLM_METHODS, recommend_vlm
     from .reports.vlm_report import vlm_advice_document
 
-    spec = vlm_spec_for(resolved)
+    spec = vlm_spec_of(resolved, planned_model)
     images = 1 if values.get("images") is None else values["images"]
     if images < 1:
         raise ConfigError(f"--images must be 1 or more for a VLM plan, got {images}")

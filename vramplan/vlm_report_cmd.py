@@ -7,18 +7,19 @@ from pathlib import Path
 from .planner.errors import ConfigError
 
 
-def vlm_report(resolved, gpus, run, methods, values: dict, db, run_dir) -> str:
+def vlm_report(resolved, model: str, gpus, run, methods, values: dict, db, run_dir) -> str:
     """The VLM report page: components per stage, the resolution sweep and, with `run_dir`, a VLM run.
 
     Raises:
         ConfigError: a text-only model with image flags, images that overflow --seq-len, a bad --run.
     """
-    from .planner.vision import vlm_spec_for
     from .reports.html_report import _check_precision
     from .reports.vlm_html import build_vlm_report
     from .vlm_cmd import vlm_run_from_flags
 
-    spec = vlm_spec_for(resolved)
+    from .vlm_recommend_cmd import vlm_spec_of
+
+    spec = vlm_spec_of(resolved, model)
     vlm = vlm_run_from_flags(values)
     if vlm.images < 1:
         raise ConfigError(f"--images must be 1 or more for a VLM report, got {vlm.images}")
