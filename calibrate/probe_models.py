@@ -51,6 +51,13 @@ PROBE_MODELS: dict[str, dict] = {
         "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 4096,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
     },
+    "probe-gemma": {  # Gemma 1: GeGLU, tied embeddings, one kv head (gemma-2b), fp32 (1 + w) norm scale, no soft-caps
+        "model_type": "gemma", "architectures": ["GemmaForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 8192,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+        "hidden_act": "gelu_pytorch_tanh",
+    },
     # --- mixture of experts (issue 13): fused experts and a top-k router; a small vocab so the layers weigh ---
     "probe-olmoe": {  # 8 experts, 2 per token; q/k norms over the full q and kv widths
         "model_type": "olmoe", "architectures": ["OlmoeForCausalLM"],
@@ -68,4 +75,4 @@ PROBE_MODELS: dict[str, dict] = {
         "pad_token_id": 1, "eos_token_id": 0, "bos_token_id": None,
     },
 }
-FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2")  # measured by matrix._cpu_families
+FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma")  # measured by matrix._cpu_families

@@ -36,8 +36,8 @@ DENSE = sorted(key for key, family in FAMILIES.items() if family.moe is None)  #
 
 def _config(model_type: str, variant: str) -> dict:
     config = {"model_type": model_type, **TINY, **VARIANTS[variant]}
-    if model_type == "gemma2" and variant == "explicit":
-        config["tie_word_embeddings"] = False  # Gemma-2 ties by default: untie it here
+    if model_type in ("gemma", "gemma2") and variant == "explicit":
+        config["tie_word_embeddings"] = False  # Gemma ties by default: untie it here
     return config
 
 
