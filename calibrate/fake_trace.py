@@ -28,6 +28,8 @@ Patches, all local to the trace (context managers, restored afterwards):
   per row; it reads values, which a fake tensor has none of);
 * ``torch.optim.adam._get_value`` returns 1.0 for a fake step counter (``.item()`` on a fake);
 * peft's ``dequantize_module_weight`` (DoRA) dequantizes the fake 4-bit weights;
+* mixture-of-experts layers whose fused experts are not bf16 (fp32 after a 4-bit base's upcast) use
+  transformers' ``grouped_mm_fallback`` op: torch's meta ``grouped_mm`` accepts bf16 only;
 * with ``run.device_kind == "cuda"``: dropout goes through ``torch.native_dropout`` (bool mask, as
   CUDA's fused kernel saves) instead of the CPU path (mask in the input dtype), AdamW/SGD use the
   foreach kernels (torch's CUDA default), and storages are rounded up to 512 bytes (the CUDA caching
@@ -187,7 +189,19 @@ def trace_patches(run: RunConfig):
             return F.dequantize_4bit(w.data, w.quant_state)
         return orig_dequant(module)
 
+    import transformers.integrations.moe as moe_mod
+
+    orig_can_grouped = moe_mod._can_use_grouped_mm
+
+    def can_use_grouped_mm(input, weight, offs):
+        # torch's meta kernel for grouped_mm takes bf16 only (CUDA's fast path), so fp32 experts (a 4-bit
+        # base upcasts them) go through transformers' own fallback op: same output, same saved tensors
+        if _is_fake(weight) and weight.dtype != torch.bfloat16:
+            return False
+        return orig_can_grouped(input, weight, offs)
+
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(moe_mod, "_can_use_grouped_mm", can_use_grouped_mm))
         stack.enter_context(_patched(masking_utils, "is_tracing", is_tracing))
         stack.enter_context(_patched(masking_utils, "find_packed_sequence_indices", find_packed_sequence_indices))
         stack.enter_context(_patched(adam_mod, "_get_value", get_value))

@@ -100,10 +100,12 @@ def _cpu_families() -> list[tuple[str, RunConfig]]:
 def _cpu_moe() -> list[tuple[str, RunConfig]]:
     """Mixture of experts (issue 13): LoRA and QLoRA on attention only and on all-linear (router and
     fused experts too), and full fine-tuning, checkpointing on and off. peft refuses dropout on the
-    experts' parameters, so these run without it."""
+    experts' parameters, so these run without it; DoRA (refused on the experts) on attention only."""
+    from .probe_models import MOE_PROBES
+
     base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, dropout=0.0)
     runs = []
-    for model in ("probe-olmoe", "probe-qwen3-moe"):
+    for model in MOE_PROBES:
         runs += [
             (model, replace(base, method=m, targets=t, grad_ckpt=c))
             for m, t, c in product(("lora", "qlora"), (("all-linear",), ("attention",)), (True, False))
@@ -212,6 +214,27 @@ def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
 
         return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]() + vlm_cpu_matrix(preset)
     if device == "cuda":
+    return runs + (_trace_moe() if preset == "standard" else [])
+
+
+TRACE_MOE_MODELS = ("allenai/OLMoE-1B-7B-0924", "Qwen/Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1")
+
+
+def _trace_moe() -> list[tuple[str, RunConfig]]:
+    """Mixtures of experts at full size (issue 13): LoRA/QLoRA on attention and all-linear (router and
+    experts), DoRA on attention, full fine-tuning; without dropout, which peft refuses on the experts."""
+    base = RunConfig(batch=1, seq_len=2048, device_kind="cuda", dropout=0.0)
+    runs = []
+    for model in TRACE_MOE_MODELS:
+        runs += [
+            (model, replace(base, method=m, targets=t))
+            for m, t in product(("lora", "qlora"), (("attention",), ("all-linear",)))
+        ]
+        runs += [
+            (model, replace(base, method="lora", targets=("attention",), grad_ckpt=False)),
+            (model, replace(base, method="dora", targets=("attention",))),
+            (model, replace(base, method="full")),
+        ]
         return _cuda(preset)
     if device == "trace":
         return _trace(preset)

@@ -74,5 +74,14 @@ PROBE_MODELS: dict[str, dict] = {
         "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
         "pad_token_id": 1, "eos_token_id": 0, "bos_token_id": None,
     },
+    "probe-mixtral": {  # 8 experts, 2 per token; fp32 routing weights (the router softmax is not cast back)
+        "model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 128, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "hidden_act": "silu",
+        "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": None, "router_jitter_noise": 0.0,
+        "pad_token_id": None, "eos_token_id": 2, "bos_token_id": 1,
+    },
 }
+MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral")  # measured by matrix._cpu_moe
 FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma")  # measured by matrix._cpu_families

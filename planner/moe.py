@@ -20,6 +20,12 @@ EXPERT_TENSORS = ("gate_up_proj", "down_proj")
 ROUTER = "gate"
 
 
+def _layout(model: ModelSpec):
+    from .families import family_of
+
+    return family_of(model.model_type).moe
+
+
 def dropout_refused_on(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
     """The router/fused-expert targets of an adapter run with dropout: peft 0.21's ParamWrapper
     (`target_parameters`) refuses `lora_dropout != 0` on them. Empty when nothing is refused."""
@@ -32,6 +38,40 @@ def dropout_refused_on(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
     except ValueError:  # a bad --targets is reported where the estimate resolves it
         return ()
     return tuple(name for name in adapted if name in MOE_TARGETS)
+
+
+def routing_summary(model: ModelSpec, run: RunConfig) -> dict | None:
+    """The routing the estimate assumes, and the worst case, for the header and `--json`'s `routing`.
+
+    The terms assume balanced routing (tokens x k / E rows per expert). transformers 5's default
+    experts path (`grouped_mm`) sorts the tokens x k (token, expert) rows and runs them as one grouped
+    matmul, so no tensor depends on how the rows split: all tokens routed to the same k experts
+    measured the same peak bytes on the CPU probes (router zeroed, every token to one k-set).
+    """
+    if not model.num_experts:
+        return None
+    t, k, e = run.tokens, model.experts_per_token, model.num_experts
+    return {
+        "assumption": "balanced",
+        "experts": e,
+        "experts_per_token": k,
+        "tokens": t,
+        "tokens_per_expert": t * k / e,
+        "worst_case_tokens_per_expert": t,  # every token to the same k experts
+        "worst_case_extra_bytes": 0,  # grouped_mm: the same tokens x k rows whatever the split (measured)
+    }
+
+
+def routing_line(model: ModelSpec, run: RunConfig) -> str:
+    """One header line: the balanced assumption, and what the worst case changes (nothing)."""
+    r = routing_summary(model, run)
+    if r is None:
+        return ""
+    return (
+        f"routing: balanced, {r['tokens']:,} tokens x top-{r['experts_per_token']} of {r['experts']} experts = "
+        f"{r['tokens_per_expert']:,.0f} per expert; worst case (all to the same {r['experts_per_token']}: "
+        f"{r['worst_case_tokens_per_expert']:,} each) needs the same memory"
+    )
 
 
 def routed_tokens(model: ModelSpec, run: RunConfig) -> int:
@@ -49,7 +89,12 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     saved = FP32 * t * e  # softmax(router logits, dtype=float) keeps its fp32 output
     saved += INT64 * t * model.experts_per_token  # topk keeps its indices
     saved += 2 * INT64 * routed  # torch.where's (top_k_pos, token_idx) per expert, kept by the gathers and index_add_
-    saved += lo * routed * (h + 1)  # each expert's down output and routing weights, kept by their product
+    if _layout(model).fp32_routing_weights:
+        # Mixtral: the fp32 top-k values and their sum, kept by the in-place renormalization, and the
+        # fp32 routing weights beside each expert's down output, kept by their product
+        saved += FP32 * t * (model.experts_per_token + 1) + lo * routed * h + FP32 * routed
+    else:
+        saved += lo * routed * (h + 1)  # each expert's down output and routing weights, kept by their product
     experts_adapted = any(name in adapted for name in EXPERT_TENSORS)
     if trains_base or experts_adapted:
         # a weight that needs a gradient makes F.linear keep its input: the gathered tokens, act(gate) * up
@@ -82,8 +127,13 @@ def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     """
     if not model.num_experts:
         return 0
-    lo = dt.linear_out_bytes
-    return lo * routed_tokens(model, run) * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
+    lo, routed = dt.linear_out_bytes, routed_tokens(model, run)
+    in_flight = lo * routed * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
+    if _layout(model).fp32_routing_weights:
+        # Mixtral: the per-token sum's gradient (tokens x k x H, cloned by its view) and the recomputed
+        # routing product, both fp32 where OLMoE's are 16-bit, meet at the end of the layer's recompute
+        in_flight += 2 * (FP32 - lo) * routed * model.hidden_size
+    return in_flight
 
 
 def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan) -> int:

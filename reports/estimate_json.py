@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..planner.breakdown import PHASES
 from ..planner.limits import MethodResult
+from ..planner.moe import routing_summary
 from ..planner.savers import host_bytes
 
 
@@ -78,5 +79,6 @@ def estimate_document(results: list[MethodResult], model_note: str) -> dict:
             "base_params": first.model.base_params,
         },
         "gpu": None if gpu is None else {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes, "bf16": gpu.bf16},
+        "routing": routing_summary(first.model, first.run),  # mixtures of experts: the routing assumed; else null
         "estimates": [estimate_dict(result) for result in results],
     }

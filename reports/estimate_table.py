@@ -9,6 +9,7 @@ from rich.text import Text
 from ..planner.savers import host_bytes
 from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
+from ..planner.moe import routing_line
 from ..planner.units import GIB, format_gib
 
 TERM_ORDER = ["weights", "experts", "grads", "optimizer", "activations", "distributed", "overhead"]
@@ -40,6 +41,9 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
     savers = saver_labels(run)
     if savers:
         line += " · " + " · ".join(savers)
+    routing = routing_line(est.model, run)  # mixtures of experts only
+    if routing:
+        line += "\n" + routing
     adapters = adapter_lines([r.estimate for r in results])
     return line + (f"\nadapters: {adapters}" if adapters else "")
 

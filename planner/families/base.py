@@ -72,6 +72,9 @@ class MoeLayout:
     top_k_key: str = "num_experts_per_tok"  # config key of k, the experts each token is routed to
     intermediate_key: str = "intermediate_size"  # config key of one expert's MLP width I
     router: str = "gate"  # the router's attribute name in the MLP module
+    # the top-k routing weights stay fp32 and are renormalized in place (Mixtral's router never casts
+    # them back), so the expert outputs they scale are promoted to fp32 before the per-token sum
+    fp32_routing_weights: bool = False
 
 
 @dataclass(frozen=True)
