@@ -129,10 +129,12 @@ def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
         return 0
     lo, routed = dt.linear_out_bytes, routed_tokens(model, run)
     in_flight = lo * routed * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
+    experts = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
     if _layout(model).fp32_routing_weights:
         # Mixtral: the per-token sum's gradient (tokens x k x H, cloned by its view) and the recomputed
-        # routing product, both fp32 where OLMoE's are 16-bit, meet at the end of the layer's recompute
-        in_flight += 2 * (FP32 - lo) * routed * model.hidden_size
+        # routing product, both fp32 where 16-bit experts would make them 16-bit (OLMoE), meet at the
+        # end of the layer's recompute
+        in_flight += 2 * (FP32 - experts) * routed * model.hidden_size
     return in_flight
 
 
