@@ -115,3 +115,22 @@ def caption_rows(count: int, image_dir: Path, size: tuple[int, int] = (112, 112)
         template = rng.choice(("a picture of {c}", "the color is {c}", "a plain {c} image", "it shows {c}"))
         rows.append({"image": f"{image_dir.name}/{name}", "caption": template.format(c=color)})
     return rows
+
+
+def main(argv=None) -> None:
+    """`python -m vramplan.calibrate.vlm_model_dir OUT --family llava --captions 64`: a model dir + captions.jsonl."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a tiny random-init VLM directory and a synthetic caption file.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--family", choices=sorted(TINY_VLMS), default="llava")
+    parser.add_argument("--captions", type=int, default=64, help="caption records to write into OUT/captions.jsonl")
+    args = parser.parse_args(argv)
+    write_tiny_vlm_dir(args.out / "model", args.family)
+    rows = caption_rows(args.captions, args.out / "images")
+    (args.out / "captions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    print(f"wrote {args.out / 'model'} and {args.out / 'captions.jsonl'} ({args.captions} records)")
+
+
+if __name__ == "__main__":
+    main()

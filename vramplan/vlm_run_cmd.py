@@ -131,7 +131,7 @@ def run_vlm_command(ctx, params: dict, values: dict, model_dir: Path, model_conf
 
     if not is_vlm_config(model_config):
         given = ", ".join(f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None)
-        raise ConfigError(f"{given} need a vision-language model directory (config.json with a vision_config); {model_dir} is a text model")
+        raise ConfigError(f"{given}: only for a vision-language model directory (config.json with a vision_config); {model_dir} is a text model")
     plan = params.pop("plan")
     _check_values(values, plan)
     for name in ("gpus", "strategy"):

@@ -174,8 +174,9 @@ class VlmSession(_Session):
             warnings.simplefilter("ignore")
             model = build_vlm(self.model.config, run, self.vlm, device=self.device)
         if self.c.init_from is not None:
-            loaded = vlm_weights.load_components(model, stage_weights_dir(Path(self.c.init_from), 1))
-            self.log(f"initialised {len(loaded)} tensors from {self.c.init_from}")
+            source = stage_weights_dir(Path(self.c.init_from), 1)
+            loaded = vlm_weights.load_components(model, source)
+            self.log(f"initialised {len(loaded)} tensors from {source}")
         model.vramplan_adapter = vlm_weights.__name__  # checkpoints save and load through vlm_weights
         return model
 
