@@ -135,3 +135,22 @@ def test_pixels_are_the_processors_own(processors, images, tmp_path):
     batch = collate(ds.train, processor, processor.tokenizer.pad_token_id)
     own = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[Image.open(tmp_path / "img" / images[0]).convert("RGB")], return_tensors="pt")
     assert torch.equal(batch["pixel_values"], own["pixel_values"])
+
+
+def test_estimate_dataset_plans_the_largest_example(images, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from vramplan.cli import cli
+
+    Image.new("RGB", (448, 336), (1, 2, 3)).save(tmp_path / "img" / "big.png")
+    rows = three_shapes(images) + [{"image": "img/big.png", "caption": "a plain black image"}]
+    data = write(tmp_path / "d.jsonl", rows)
+    result = CliRunner().invoke(cli, ["estimate", "--model", "qwen2-vl-7b", "--gpu", "t4", "--method", "qlora", "--dataset", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    # Qwen2-VL: 112x84 -> 112x84 (4x3 tokens + 2 specials), 448x336 -> 16x12 + 2; the median of [14, 14, 14, 194] is 14
+    assert f"--dataset {data}: 4 examples, image tokens per example median 14, p99 194, max 194; planned with the largest (line 4: 448x336)" in result.output
+    bad = CliRunner().invoke(cli, ["estimate", "--model", "qwen2-vl-7b", "--dataset", str(data), "--image-size", "448x448"])
+    assert bad.exit_code != 0 and "Error: give either --dataset or --image-size/--images" in bad.output
+    text = CliRunner().invoke(cli, ["estimate", "--model", "llama-3-8b", "--dataset", str(data)])
+    assert text.exit_code != 0 and "Error: --dataset on estimate measures a VLM's images" in text.output

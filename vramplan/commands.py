@@ -18,6 +18,7 @@ from .planner.specs import GpuSpec, RunConfig
 from .planner.units import parse_size
 from .planner.sharding import OFFLOADS, STRATEGIES
 from .planner.vision import is_vlm_config
+from .vlm_dataset_cmd import apply_dataset, dataset_option
 from .vlm_cmd import VLM_DEFAULT_METHODS, VLM_FLAGS, estimate_vlm_command, vlm_options, vlm_requested
 
 
@@ -115,6 +116,7 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
 @click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
 @vlm_options
+@dataset_option
 def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
@@ -127,6 +129,7 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
 
     allow_long = kwargs.pop("allow_long_context")
     vlm_values = {name: kwargs.pop(name) for name in VLM_FLAGS}
+    dataset = kwargs.pop("dataset")
     options = options_from_kwargs(kwargs)
     if html_path is not None:
         from .reports.html_report import check_out_path
@@ -151,6 +154,8 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
         base_run = build_run(options, chosen[0], gpu_spec)
         parallel = parallel_plan(gpus, strategy, offload)
     resolved = preflight.resolve_checked(model)
+    if dataset is not None:  # vlm_dataset_cmd.py: the images of a real image-text file
+        vlm_values = apply_dataset(dataset, resolved, vlm_values)
     if vlm_requested(vlm_values) or is_vlm_config(resolved.config):  # vision tower + projector + LLM, per stage
         if html_path is not None or parallel is not None or from_files:
             raise ConfigError("--html, --from, --gpus and --strategy are not planned for vision-language models yet; drop them")
