@@ -256,6 +256,12 @@ def trace_step(hf_config: dict, run: RunConfig, steps: int = 2, seed: int = 0, r
             with tracker.phase("load", step=-1):
                 materialize_fake(model, run)
             extra = describe_model(tracker, model)
+            ledger = None
+            if run.offload_activations:  # save_on_cpu's host copies go to a ledger, not the device count
+                from .trainer.offload import HostLedger, count_offload
+
+                ledger = HostLedger(keep_values=False)
+                count_offload(model, ledger)
             trainable = [p for p in model.parameters() if p.requires_grad]
             with unset_fake_temporarily():  # bnb builds its quantization maps with .tolist()
                 optimizer = make_optimizer(run, trainable, foreach=True if cuda else None)
@@ -265,6 +271,8 @@ def trace_step(hf_config: dict, run: RunConfig, steps: int = 2, seed: int = 0, r
                 labels = ids.clone()
             extra["input_bytes"] = unique_storage_bytes([ids, labels])
             extra.update(run_steps(tracker, model, optimizer, run, ids, labels, steps, record_loss=False))
+            if ledger is not None:
+                extra["host_peak_bytes"] = ledger.peak_bytes  # pinned host RAM of the offloaded inputs
     extra.update(
         seconds=time.perf_counter() - t0,
         build_seconds=build_s,

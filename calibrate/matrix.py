@@ -46,7 +46,7 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe() + _cpu_kbit_no_upcast()
 
 
 def _cpu_savers() -> list[tuple[str, RunConfig]]:
@@ -64,6 +64,21 @@ def _cpu_savers() -> list[tuple[str, RunConfig]]:
         ("probe-llama", replace(base, offload_activations=True)),
         ("probe-llama", replace(base, method="qlora", offload_activations=True)),
         ("probe-llama", replace(base, offload_activations=True, **chunked)),
+    ]
+
+
+def _cpu_kbit_no_upcast() -> list[tuple[str, RunConfig]]:
+    """--no-kbit-upcast (issue 14): 4-bit base with embeddings, norms and lm_head left 16-bit, so the
+    residual stream stays 16-bit too; a tied soft-capped head, q/k norms, and with the other savers."""
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, method="qlora", kbit_upcast=False)
+    return [
+        ("probe-llama", base),
+        ("probe-llama", replace(base, grad_ckpt=False)),
+        ("probe-llama", replace(base, method="qdora")),
+        ("probe-llama", replace(base, offload_activations=True, loss="chunked", loss_chunk=128)),
+        ("probe-gemma2", replace(base, attention="eager")),
+        ("probe-qwen3", replace(base, grad_ckpt=False)),
+        ("probe-qwen2", replace(base, targets=("attention",), rank=4)),
     ]
 
 
@@ -111,6 +126,7 @@ def _cpu_moe() -> list[tuple[str, RunConfig]]:
             for m, t, c in product(("lora", "qlora"), (("all-linear",), ("attention",)), (True, False))
         ]
         runs += [(model, replace(base, method="full", grad_ckpt=c)) for c in (True, False)]
+        runs += [(model, replace(base, method="dora", targets=("attention",), grad_ckpt=c)) for c in (True, False)]
     return runs
 
 
@@ -198,23 +214,25 @@ def _trace(preset: str) -> list[tuple[str, RunConfig]]:
     runs = []
     for model, method, ckpt in product(TRACE_MODELS[preset], METHODS, (True, False)):
         runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, batch=1, seq_len=2048, device_kind="cuda")))
-    return runs
+    return runs + (_trace_moe() + _trace_long_context() if preset == "standard" else [])
 
 
-def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
-    """The configs one `vramplan calibrate` run measures.
-
-    Raises:
-        ConfigError: unknown preset or device.
-    """
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset {preset!r} is not one of: {', '.join(PRESETS)}")
-    if device == "cpu":
-        from .vlm_runner import vlm_cpu_matrix  # tiny LLaVA and Qwen2-VL, both stages
-
-        return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]() + vlm_cpu_matrix(preset)
-    if device == "cuda":
-    return runs + (_trace_moe() if preset == "standard" else [])
+def _trace_long_context() -> list[tuple[str, RunConfig]]:
+    """16k tokens on a T4-like fp16 run (issue 14): the savers `recommend --seq-len 16384` turns on,
+    where activations, not weights, make the peak."""
+    base = RunConfig(batch=1, seq_len=16384, device_kind="cuda", precision="fp16", rank=16, targets=("attention",))
+    savers = dict(loss="chunked", offload_activations=True, expandable_segments=True, kbit_upcast=False)
+    llama = "meta-llama/Llama-3.1-8B"
+    return [
+        (llama, replace(base, method="qlora", targets=("all-linear",), optimizer="paged-adamw-8bit", **savers)),
+        (llama, replace(base, method="qlora", **savers)),
+        (llama, replace(base, method="qdora", **savers)),
+        (llama, replace(base, method="qadapter", **savers)),
+        (llama, replace(base, method="qlora", rank=4, loss="chunked", offload_activations=True)),
+        (llama, replace(base, method="qlora", kbit_upcast=False)),
+        ("Qwen/Qwen2.5-7B", replace(base, method="qlora", loss="chunked", kbit_upcast=False)),
+        ("mistralai/Mistral-7B-v0.1", replace(base, method="lora", precision="bf16", loss="chunked")),
+    ]
 
 
 TRACE_MOE_MODELS = ("allenai/OLMoE-1B-7B-0924", "Qwen/Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1")
@@ -235,7 +253,25 @@ def _trace_moe() -> list[tuple[str, RunConfig]]:
             (model, replace(base, method="dora", targets=("attention",))),
             (model, replace(base, method="full")),
         ]
+    return runs
+
+
+def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:
+    """The configs one `vramplan calibrate` run measures.
+
+    Raises:
+        ConfigError: unknown preset or device.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r} is not one of: {', '.join(PRESETS)}")
+    if device == "cpu":
+        from .vlm_runner import vlm_cpu_matrix  # tiny LLaVA and Qwen2-VL, both stages
+
+        return {"quick": _cpu_quick, "standard": _cpu_standard, "full": _cpu_full}[preset]() + vlm_cpu_matrix(preset)
+    if device == "cuda":
         return _cuda(preset)
     if device == "trace":
-        return _trace(preset)
+        from .vlm_runner import vlm_trace_matrix  # full-size LLaVA-1.5-7B and Qwen2-VL-7B/2B
+
+        return _trace(preset) + vlm_trace_matrix(preset)
     raise ConfigError(f"--device {device!r} is not one of: {', '.join(DEVICES)}")

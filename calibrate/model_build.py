@@ -14,7 +14,8 @@ then, as the method's record says (`run.method_record`):
   ``compress_statistics=run.double_quant``, compute dtype bf16 or fp16), lm_head stays as it is (what
   transformers' ``replace_with_bnb_linear`` does when loading with ``BitsAndBytesConfig``), then
   ``peft.prepare_model_for_kbit_training`` (which casts every non-4-bit bf16/fp16 parameter -
-  embeddings, norms, lm_head - to fp32), then the adapter is attached.
+  embeddings, norms, lm_head - to fp32; ``kbit_upcast=False`` skips it and only freezes), then the
+  adapter is attached.
 
 Gradient checkpointing (``run.grad_ckpt``) uses ``use_reentrant=False`` and, for adapters,
 ``enable_input_require_grads``.
@@ -245,7 +246,11 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
         import peft
 
         quantize_decoder_linears(model, run, meta=meta)
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.grad_ckpt)
+        if run.kbit_upcast:
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=run.grad_ckpt)
+        else:  # --no-kbit-upcast: its freezing without its fp32 upcast of the 16-bit weights
+            for p in model.parameters():
+                p.requires_grad_(False)
     else:
         for p in model.parameters():
             p.requires_grad_(method.trains_base)

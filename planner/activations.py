@@ -144,7 +144,11 @@ def layer_transient_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     lo = dt.linear_out_bytes
     adapter = run.method_record.adapter
     mlp_adapted = adapter is not None and adapter.widens_mlp_output(adapted)
-    extra = (dt.adapter_bytes + FP32) if mlp_adapted else lo
+    # an unadapted gated MLP's backward holds three at once: the product's gradient and, from the
+    # product's backward, the gradients of act(gate) and up (traced at 16k tokens, issue 14); a
+    # sparse MLP's experts each see a slice of the tokens (planner/moe.py counts those)
+    dense_gated = model.gated_mlp and not model.num_experts
+    extra = (dt.adapter_bytes + FP32) if mlp_adapted else (2 * lo if dense_gated else lo)
     return t * widest * (lo + extra)
 
 

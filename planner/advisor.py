@@ -94,6 +94,8 @@ SAVER_STEPS = (
     ("expandable_segments", True, 1.0, "expandable segments (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True): less allocator slack, no speed cost"),
     ("loss", "chunked", 0.97, "chunked loss (--loss chunked): the full logits never exist; the head runs again per chunk in backward, ~3% slower"),
     ("offload_activations", True, 0.85, "activation offloading (--offload-activations): the checkpointed layer inputs wait in host RAM; a copy out and back per layer, ~15% slower"),
+    # last: no speed cost, but 16-bit norms and head are less forgiving numerically than fp32 ones
+    ("kbit_upcast", False, 1.0, "16-bit embeddings, norms and head on a 4-bit base (--no-kbit-upcast): skips prepare_model_for_kbit_training's fp32 upcast, which also halves the residual stream; no speed cost, less numerical headroom (fp16: watch the loss)"),
 )
 
 
@@ -276,7 +278,7 @@ def _longest_context(model, gpu, budget, precision, corrections) -> str:
     longest = max_seq_len(model, lean, replace(gpu, total_bytes=int(budget)), corrections)
     if not longest:
         return ""
-    return (f"with every memory saver on (chunked loss, activation offloading, expandable segments), "
+    return (f"with every memory saver on (chunked loss, activation offloading, expandable segments, 16-bit unquantized weights), "
             f"{method_record(lean.method).title} r=4 on attention fits up to --seq-len {longest:,}; ")
 
 

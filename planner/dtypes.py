@@ -33,8 +33,9 @@ def dtype_plan(run: RunConfig) -> DtypePlan:
     method = run.method_record
     if method.quantizes_base:
         # prepare_model_for_kbit_training casts every non-4-bit bf16/fp16 param to fp32,
-        # so the embedding emits fp32 and the whole residual stream runs in fp32
-        unquantized, stream = 4, 4
+        # so the embedding emits fp32 and the whole residual stream runs in fp32; skipping it
+        # (--no-kbit-upcast) leaves them, and the stream, in the load dtype
+        unquantized = stream = 4 if run.kbit_upcast else weight
         # bnb Linear4bit computes in compute_dtype and casts its output back to the input dtype:
         # the fp32 stream, under autocast too (its matmul is a custom Function autocast leaves alone)
         linear_out = stream

@@ -33,7 +33,7 @@ PARALLEL_KEYS = ("gpus", "strategy", "offload")
 # the RunConfig fields a config may carry beyond ESTIMATE_KEYS (absent or null: RunConfig's default)
 OPTIONAL_RUN_KEYS = ("rank", "alpha", "dropout", "attention", "double_quant", "adapter_dtype")
 # the memory savers (planner/savers.py): written only when not the plain run's, so older plans read the same
-SAVER_KEYS = ("loss", "loss_chunk", "offload_activations", "packing", "expandable_segments")
+SAVER_KEYS = ("loss", "loss_chunk", "offload_activations", "packing", "expandable_segments", "kbit_upcast")
 REWRITE = "write it again with `vramplan recommend ... --out FILE`"
 
 

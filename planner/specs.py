@@ -242,6 +242,9 @@ class RunConfig:
     offload_activations: bool = False  # checkpointed layer inputs kept in host RAM (save_on_cpu)
     packing: bool = False  # padding-free batches: examples packed, position ids reset per example
     expandable_segments: bool = False  # PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    # 4-bit-base methods: prepare_model_for_kbit_training's fp32 upcast of the unquantized weights;
+    # False keeps embeddings, norms and lm_head 16-bit (no effect on other methods)
+    kbit_upcast: bool = True
 
     def __post_init__(self) -> None:
         # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form
@@ -325,6 +328,8 @@ def _run_problems(run: RunConfig):
         yield f"--dropout must be in [0, 1), got {run.dropout!r}"
     if not run.targets:
         yield "--targets is empty; give module names or one of: " + ", ".join(TARGET_PRESETS)
+    if not isinstance(run.kbit_upcast, bool):
+        yield f"--kbit-upcast must be true or false, got {run.kbit_upcast!r}"
     if (run.loss, run.loss_chunk, run.offload_activations, run.packing) != ("standard", 1024, False, False):
         from .savers import saver_problems  # only a run that asks for a saver pays for the import
 

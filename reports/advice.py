@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..planner.advisor import Recommendation, margin_bytes
+from ..planner.plan_file import SAVER_KEYS
 from ..planner.units import GIB
 from ..planner.methods import method_title
 from .estimate_json import method_options_dict
@@ -36,6 +37,7 @@ def config_of(rec: Recommendation) -> dict:
         "epochs": rec.epochs,
         "lr_scheduler": "cosine",
         "warmup_ratio": 0.03,
+        **{key: getattr(run, key) for key in SAVER_KEYS},  # the memory savers the search turned on (or not)
     }
 
 

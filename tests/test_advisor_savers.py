@@ -36,4 +36,23 @@ def test_a_long_context_fits_with_the_savers_and_says_what_each_buys():
 
 def test_beyond_every_saver_the_error_names_the_longest_context_that_fits():
     with pytest.raises(ConfigError, match=r"fits up to --seq-len [0-9,]+; try a bigger GPU"):
-        recommend(SPEC, T4, 16384)
+        recommend(SPEC, T4, 65536)
+
+
+def test_16k_tokens_of_llama_8b_fit_a_t4_with_every_saver_and_each_cost_is_named():
+    """The issue's case: `recommend --model 8b --gpu t4 --seq-len 16384`."""
+    from click.testing import CliRunner
+
+    from vramplan.cli import cli
+
+    result = CliRunner().invoke(cli, ["recommend", "--model", "8b", "--gpu", "t4", "--seq-len", "16384", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    best = json.loads(result.output)["recommendations"][0]
+    config = best["config"]
+    assert (config["loss"], config["offload_activations"], config["kbit_upcast"]) == ("chunked", True, False)
+    bought = [reason for reason in best["reasons"] if "saves" in reason]
+    for _, _, _, what in SAVER_STEPS:  # each switch's speed cost is said
+        assert any(r.startswith(what) for r in bought), what
+    assert any("~15% slower" in r for r in bought) and any("no speed cost" in r for r in bought)

@@ -83,10 +83,10 @@ def make_files(root):
     return {name: str(path) for name, path in files.items()}
 
 
-E = ("estimate", "--model", "8b")
-R = ("recommend", "--model", "8b", "--gpu", "t4")
+E = ("estimate", "--model", "llama-3-8b")
+R = ("recommend", "--model", "llama-3-8b", "--gpu", "t4")
 RUN = ("run", "--model", "{tok}", "--data", "{good_jsonl}", "--device", "cpu")
-REP = ("report", "--model", "8b", "--gpu", "t4", "--out", "{root}/r.html")
+REP = ("report", "--model", "llama-3-8b", "--gpu", "t4", "--out", "{root}/r.html")
 KNOWN_GPUS = "t4, v100-16gb, v100-32gb, a10g, l4, rtx3090, rtx4090, l40s, a100-40gb, a100-80gb, h100, h200"
 RUN_NEEDS = "`vramplan run` trains a local model directory (config.json, tokenizer, *.safetensors)"
 DATA_FORMATS = "give JSONL, JSON, CSV, Parquet, or a datasets save_to_disk folder with one example per row"
@@ -323,7 +323,7 @@ CASES = [
     (("calibrate", "--trace", "--model", "nope"), 1, "Error: unknown model 'nope'"),
     (("calibrate", "--trace", "--model", "{bert}"), 1, "Error: {bert}/config.json: model_type 'bert' (BertForMaskedLM) " + ENCODER),
     (("calibrate", "--trace", "--model", "8b", "--seq-len", "0"), 1, "Error: --seq-len must be a whole number greater than 0, got 0"),
-    (("calibrate", "--trace", "--model", "8b", "--seq-len", "1000000000"), 1, "Error: --seq-len 1000000000 " + WINDOW_8B),
+    (("calibrate", "--trace", "--model", "llama-3-8b", "--seq-len", "1000000000"), 1, "Error: --seq-len 1000000000 " + WINDOW_8B),
     (("calibrate", "--trace", "--model", "8b", "--rank", "100000"), 1, "Error: --rank 100000 " + WIDTH_8B),
     (("calibrate", "--trace", "--model", "8b", "--method", "foo"), 2, "Error: Invalid value for '--method': 'foo' is not one of"),
     (("calibrate", "--device", "cpu", "--db", "{db_garbage}"), 1, "Error: {db_garbage} is not a readable vramplan store"),
@@ -400,7 +400,7 @@ def test_bad_input(args, code, expected, tmp_path, tok):
 
 JSON_CASES = [
     (("estimate", "--model", "8b", "--rank", "0", "--json"), 1, "--rank must be a whole number greater than 0, got 0", None),
-    (("estimate", "--model", "8b", "--seq-len", "100000", "--json"), 1, "--seq-len 100000 is beyond", "use --seq-len 8192 or less, or pass --allow-long-context to plan it anyway"),
+    (("estimate", "--model", "llama-3-8b", "--seq-len", "100000", "--json"), 1, "--seq-len 100000 is beyond", "use --seq-len 8192 or less, or pass --allow-long-context to plan it anyway"),
     (("estimate", "--json", "--model", "nope"), 1, "unknown model 'nope'", "run `vramplan models` for the catalog, or pass a local config.json or model directory"),
     (("estimate", "--model", "8b", "--json", "--optimizer", "foo"), 2, "Invalid value for '--optimizer'", "run the command with --help to see its options"),
     (("estimate", "--model", "8b", "--gpu", "t4", "--db", "{db_garbage}", "--json"), 1, "{db_garbage} is not a readable vramplan store", "move it aside or pass another --db path"),

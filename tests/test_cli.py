@@ -22,7 +22,7 @@ def error_line(result) -> str:
 def test_estimate_table_shows_methods_side_by_side():
     result = run("estimate", "--model", "8b", "--gpu", "t4")
     assert result.exit_code == 0, result.output
-    for text in ("Full", "LoRA", "QLoRA", "DoRA", "weights/base", "activations/logits", "fits?", "max batch", "meta-llama/Meta-Llama-3-8B"):
+    for text in ("Full", "LoRA", "QLoRA", "DoRA", "weights/base", "activations/logits", "fits?", "max batch", "meta-llama/Llama-3.1-8B"):
         assert text in result.output
     assert "Traceback" not in result.output
 
@@ -89,7 +89,7 @@ BAD_INPUTS = [
     (["--model", "8b", "--rank", "0"], "Error: --rank must be a whole number greater than 0, got 0"),
     (["--model", "8b", "--batch", "-1"], "Error: --batch must be a whole number greater than 0, got -1"),
     (["--model", "8b", "--seq-len", "0"], "Error: --seq-len must be a whole number greater than 0, got 0"),
-    (["--model", "8b", "--targets", "q,wq"], "Error: --targets 'wq' not in meta-llama/Meta-Llama-3-8B"),
+    (["--model", "8b", "--targets", "q,wq"], "Error: --targets 'wq' not in meta-llama/Llama-3.1-8B"),
     (["--model", "8b", "--gpu-mem", "lots"], "Error: --gpu-mem 'lots' is not a memory size; write a number and a unit, e.g. 22GiB or 24GB"),
     (["--model", "8b", "--method", "ia3"], "Error: --method 'ia3' is not one of: full, lora, qlora, dora, qdora, adapter, adapter-pfeiffer, qadapter"),
     (["--model", "8b", "--optimizer", "lion"], "Error: Invalid value for '--optimizer': 'lion' is not one of"),

@@ -153,7 +153,7 @@ def test_a_run_without_its_store_says_where_the_curves_live(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (("--model", "qwen2-vl-7b", "--images", "0"), "Error: --images must be 1 or more for a VLM report, got 0"),
     (("--model", "qwen2-vl-7b", "--image-size", "wide"), "Error: --image-size 'wide' is not WIDTHxHEIGHT in pixels"),
-    (("--model", "8b", "--image-size", "448x448"), "Error: meta-llama/Meta-Llama-3-8B is a text-only model"),
+    (("--model", "8b", "--image-size", "448x448"), "Error: meta-llama/Llama-3.1-8B is a text-only model"),
     (("--model", "qwen2-vl-7b", "--seq-len", "100"), "Error: --seq-len 100 is the whole sequence the LLM sees"),
 ])
 def test_report_errors_are_one_line(tmp_path, args, message):

@@ -66,6 +66,7 @@ class RunOptions:
     offload_activations: bool = False
     packing: bool = False
     expandable_segments: bool = False
+    kbit_upcast: bool = True
 
 
 def run_options(func):
@@ -88,6 +89,7 @@ def run_options(func):
         click.option("--offload-activations", is_flag=True, help="Keep the checkpointed layer inputs in pinned host RAM (transformers' offload=True; needs --grad-ckpt)."),
         click.option("--packing", is_flag=True, help="Padding-free batches: examples packed into seq-len, position ids reset per example (sdpa/flash)."),
         click.option("--expandable-segments", is_flag=True, help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: less allocator slack (assumed, not yet GPU-calibrated)."),
+        click.option("--kbit-upcast/--no-kbit-upcast", default=True, show_default=True, help="4-bit base (QLoRA, QDoRA, QAdapter): prepare_model_for_kbit_training's fp32 upcast of embeddings, norms and lm_head; --no-kbit-upcast keeps them 16-bit (no effect on other methods)."),
         click.option("--allow-long-context", is_flag=True, help="Allow a --seq-len beyond the model's context window (refused otherwise), and show max seq len beyond it."),
     ]
     for method_option in method_options():  # flags only some methods have, from their records

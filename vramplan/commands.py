@@ -58,6 +58,7 @@ def build_run(options: RunOptions, method: str, gpu: GpuSpec | None) -> RunConfi
         offload_activations=options.offload_activations,
         packing=options.packing,
         expandable_segments=options.expandable_segments,
+        kbit_upcast=options.kbit_upcast,
     )
 
 

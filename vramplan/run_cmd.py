@@ -25,7 +25,7 @@ PLAN_KEYS = {
     "adapter_dtype": "adapter_dtype", "seq_len": "seq_len", "learning_rate": "lr", "epochs": "epochs",
     # the memory savers: plan key and flag share the name (planner.plan_file.SAVER_KEYS)
     "loss": "loss", "loss_chunk": "loss_chunk", "offload_activations": "offload_activations", "packing": "packing",
-    "expandable_segments": "expandable_segments",
+    "expandable_segments": "expandable_segments", "kbit_upcast": "kbit_upcast",
 }
 ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size")
 

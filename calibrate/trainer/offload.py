@@ -21,29 +21,35 @@ from torch.utils.checkpoint import checkpoint
 
 
 class HostLedger:
-    """Bytes the offload hook holds in host RAM: live now, and the peak."""
+    """Bytes the offload hook holds in host RAM: live now, and the peak.
 
-    def __init__(self) -> None:
+    `keep_values=False` (the fake-tensor tracer) keeps a meta placeholder instead of a host copy,
+    and brings back an empty tensor of the same shape: fake tensors hold no values to copy.
+    """
+
+    def __init__(self, keep_values: bool = True) -> None:
         self.live_bytes = 0
         self.peak_bytes = 0
         self.packed = 0
+        self.keep_values = keep_values
 
     def _freed(self, nbytes: int) -> None:
         self.live_bytes -= nbytes
 
     def pack(self, tensor: torch.Tensor):
         with _disable_current_modes():  # the host copy is no device tensor: the tracker must not count it
-            host = torch.empty_like(tensor, device="cpu").copy_(tensor)
-        nbytes = host.untyped_storage().nbytes()
+            host = torch.empty_like(tensor, device="cpu").copy_(tensor) if self.keep_values else torch.empty_like(tensor, device="meta")
+        nbytes = host.untyped_storage().nbytes() if self.keep_values else tensor.untyped_storage().nbytes()
         self.live_bytes += nbytes
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         self.packed += 1
         weakref.finalize(host, self._freed, nbytes)
         return tensor.device, host
 
-    @staticmethod
-    def unpack(packed) -> torch.Tensor:
+    def unpack(self, packed) -> torch.Tensor:
         device, host = packed
+        if not self.keep_values:
+            return torch.empty_like(host, device=device)  # the traced device copy (tracked)
         return host.to(device, copy=True)  # the device copy of the recomputed layer's inputs (tracked)
 
     def checkpoint_func(self, function, *args, **kwargs):

@@ -1408,7 +1408,7 @@ SIZE_DEFAULTS: dict[str, str] = {
     "3b": "meta-llama/Llama-3.2-3B",
     "4b": "Qwen/Qwen3-4B",
     "7b": "meta-llama/Llama-2-7b-hf",
-    "8b": "meta-llama/Meta-Llama-3-8B",
+    "8b": "meta-llama/Llama-3.1-8B",
     "9b": "google/gemma-2-9b",
     "13b": "meta-llama/Llama-2-13b-hf",
     "14b": "Qwen/Qwen2.5-14B",

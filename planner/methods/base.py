@@ -78,7 +78,7 @@ def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
             "weights/unquantized",
             unquantized * dt.unquantized_bytes,
             f"embeddings, lm_head, norms, biases: {unquantized:,} params x {dt.unquantized_bytes} B "
-            "(prepare_model_for_kbit_training upcasts to fp32)",
+            + ("(prepare_model_for_kbit_training upcasts to fp32)" if run.kbit_upcast else "(kept 16-bit: --no-kbit-upcast)"),
         ),
     ] + experts_terms(model, dt.unquantized_bytes)
 
