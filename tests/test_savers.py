@@ -176,3 +176,34 @@ def test_run_refuses_fused_where_liger_or_cuda_is_missing(tmp_path):
     if problem is None:
         pytest.skip("Liger Kernel and CUDA are both here")
     assert problem.startswith("--loss fused runs Liger Kernel's fused linear cross-entropy") and problem.endswith("use --loss chunked (plain torch, any device)")
+
+
+# ---------------------------------------------------------------- --no-kbit-upcast
+def test_no_kbit_upcast_halves_the_unquantized_weights_and_the_stream():
+    spec = catalog_spec("meta-llama/Llama-3.1-8B")
+    terms = {}
+    for upcast in (True, False):
+        run = RunConfig(method="qlora", precision="fp16", seq_len=4096, kbit_upcast=upcast)
+        terms[upcast] = {t.name: t.bytes for t in estimate(spec, run).breakdown.terms}
+    assert terms[False]["weights/unquantized"] * 2 == terms[True]["weights/unquantized"]
+    assert terms[False]["activations/checkpoint_inputs"] * 2 == terms[True]["activations/checkpoint_inputs"]
+    assert terms[False]["weights/base"] == terms[True]["weights/base"]  # the NF4 weights are the same
+    lora = {u: estimate(spec, RunConfig(method="lora", kbit_upcast=u)).breakdown.peak_allocated_bytes for u in (True, False)}
+    assert lora[True] == lora[False]  # no 4-bit base: nothing to upcast
+
+
+def test_no_kbit_upcast_builds_a_16bit_frozen_base_that_trains():
+    from vramplan.calibrate.model_build import build_model
+    from vramplan.calibrate.probe_models import PROBE_MODELS
+
+    dtypes = {}
+    for upcast in (True, False):
+        run = RunConfig(method="qlora", precision="bf16", batch=1, seq_len=32, rank=4, device_kind="cpu", kbit_upcast=upcast)
+        model = build_model(PROBE_MODELS["probe-llama"], run, device="cpu")
+        base = model.get_base_model()
+        dtypes[upcast] = (base.get_input_embeddings().weight.dtype, base.lm_head.weight.dtype)
+        assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+        ids = torch.randint(0, base.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(0))
+        model(input_ids=ids, labels=ids).loss.backward()
+        assert all(p.grad is not None for n, p in model.named_parameters() if "lora_B" in n)
+    assert dtypes == {True: (torch.float32, torch.float32), False: (torch.bfloat16, torch.bfloat16)}
