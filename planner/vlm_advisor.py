@@ -41,16 +41,20 @@ VISION_ORDER = ("full", "lora", "freeze")  # most trained first
 
 @dataclass(frozen=True)
 class ScaleRow:
-    """One row of the data-scale table: the LLM's method and ranks (best first), and the vision tower."""
+    """One row of the data-scale table: the LLM's (method, rank) steps, best first, and the vision tower."""
 
-    method: str
-    ranks: tuple[int, ...]
+    llm: tuple[tuple[str, int | None], ...]  # the row's choice first, then what the row allows below it
     vision: str
     epochs: int
     reason: str
 
-    def title(self) -> str:
-        return describe(self.method, self.ranks[0] if self.ranks else None, self.vision)
+    @property
+    def method(self) -> str:
+        return self.llm[0][0]
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(rank for key, rank in self.llm if key == self.method and rank))
 
 
 def describe(method: str, rank: int | None, vision: str) -> str:
@@ -62,15 +66,17 @@ def describe(method: str, rank: int | None, vision: str) -> str:
 def scale_row(examples: int | None) -> ScaleRow:
     """The table's row for `--dataset-size`."""
     epochs = dataset_advice(examples).epochs
+    lora_8_16 = (("lora", 16), ("lora", 8), ("qlora", 16), ("qlora", 8))
+    lora_16_32 = (("lora", 32), ("lora", 16), ("qlora", 32), ("qlora", 16))
     if examples is None:
-        return ScaleRow("lora", (16, 8), "freeze", epochs, "dataset size unknown: the 1K-10K row, LoRA r8-16 with the vision tower frozen (pass --dataset-size N to tune)")
+        return ScaleRow(lora_8_16, "freeze", epochs, "dataset size unknown: the 1K-10K row, LoRA r8-16 with the vision tower frozen (pass --dataset-size N to tune)")
     if examples < 1_000:
-        return ScaleRow("qlora", (4,), "freeze", epochs, f"{examples:,} examples (<1K): vision tower frozen, projector trained, QLoRA r4 on the LLM: few examples overfit anything larger")
+        return ScaleRow((("qlora", 4),), "freeze", epochs, f"{examples:,} examples (<1K): vision tower frozen, projector trained, QLoRA r4 on the LLM: few examples overfit anything larger")
     if examples < 10_000:
-        return ScaleRow("lora", (16, 8), "freeze", epochs, f"{examples:,} examples (1K-10K): LoRA r8-16 on the LLM, vision tower frozen")
+        return ScaleRow(lora_8_16, "freeze", epochs, f"{examples:,} examples (1K-10K): LoRA r8-16 on the LLM, vision tower frozen")
     if examples < 100_000:
-        return ScaleRow("lora", (32, 16), "full", epochs, f"{examples:,} examples (10K-100K): LoRA r16-32 on the LLM, the vision tower trained at x{VISION_LR_SCALE:g} the lr")
-    return ScaleRow("full", (), "full", epochs, f"{examples:,} examples (>100K): full fine-tuning, the vision tower at x{VISION_LR_SCALE:g} the lr")
+        return ScaleRow(lora_16_32, "full", epochs, f"{examples:,} examples (10K-100K): LoRA r16-32 on the LLM, the vision tower trained at x{VISION_LR_SCALE:g} the lr")
+    return ScaleRow((("full", None), *lora_16_32), "full", epochs, f"{examples:,} examples (>100K): full fine-tuning, the vision tower at x{VISION_LR_SCALE:g} the lr")
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,7 @@ class Rung:
 
 def ladder(row: ScaleRow, methods: tuple[str, ...] = VLM_METHODS) -> list[Rung]:
     """The row's choice, then each step down; the LLM's method is kept longest (it is most of the quality)."""
-    if row.method == "full":
-        llm = [("full", None), ("lora", 32), ("lora", 16), ("qlora", 32), ("qlora", 16)]
-    else:
-        llm = [(row.method, rank) for rank in row.ranks]
-        if row.method == "lora":
-            llm += [("qlora", rank) for rank in row.ranks]
-    llm += [("qlora", rank) for rank in (8, 4) if ("qlora", rank) not in llm]
+    llm = list(row.llm) + [("qlora", rank) for rank in (8, 4) if ("qlora", rank) not in row.llm]
     visions = VISION_ORDER[VISION_ORDER.index(row.vision):]
     rungs = [Rung(method, rank, vision) for method, rank in llm for vision in visions if method in methods]
     if "qlora" in methods:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..planner.errors import ConfigError
+from ..planner.methods import METHODS
 from . import html_charts as charts
 from .html_page import Cell, Chart, Section, Table, render_page
 from .html_report import GIB, _bytes_cell, page_footer
@@ -62,7 +63,8 @@ def _settings(record) -> str:
     run, vlm = record.run_config, record.run_config["vlm"]
     trainer = (record.environment or {}).get("trainer", {})
     lr = trainer.get("lr") or {}
-    llm = "frozen" if vlm.get("stage") == 1 else charts.method_title(run.get("method", "?")) + (f" r={run['rank']}" if run.get("rank") and run.get("method") != "full" else "")
+    method = METHODS.get(run.get("method"))
+    llm = "frozen" if vlm.get("stage") == 1 else charts.method_title(run.get("method", "?")) + (f" r={run['rank']}" if method and method.adapter is not None and method.adapter.uses_rank else "")
     sizes = ", ".join(f"{w}x{h}" for w, h in vlm.get("image_sizes") or []) or "the family's default"
     return (f"LLM {llm}, vision {vlm.get('vision')}, projector {vlm.get('projector')}; {vlm.get('images')} image(s) [{sizes}] per example; "
             f"micro-batch {run.get('batch')} × accumulation {trainer.get('grad_accum') or 1}, {run.get('seq_len')} tokens, {run.get('optimizer')}, "

@@ -160,6 +160,7 @@ def vlm_advice_document(advice, note: str, margin_note: str) -> dict:
         "model": {"name": spec.name, "resolved_from": note, "model_type": spec.model_type, "base_params": spec.params},
         "gpu": {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes},
         "margin": margin_note,
+        "fit_limit_bytes": advice.budget_bytes,
         "calibration": two.calibration,
         "table": {"method": row.method, "ranks": list(row.ranks), "vision": row.vision, "reason": row.reason},
         "image_tokens": two.plan.llm_tokens,

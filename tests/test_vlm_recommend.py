@@ -117,15 +117,15 @@ def test_json_has_stages_image_tokens_and_components():
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["image_tokens"] == 258 and doc["requested_image_tokens"] == 258 and doc["max_pixels"] is None
+    assert doc["fit_limit_bytes"] == int(doc["gpu"]["total_bytes"] * 0.95)
     assert set(doc["components"]) == {"vision", "projector", "llm"}
     one, two = doc["stages"]
     assert (one["stage"], two["stage"]) == (1, 2)
     assert one["lr"]["learning_rate"] == 1e-3 and two["lr"]["learning_rate"] == 2e-4
     assert one["vlm"]["vision"] == "freeze" and one["vlm"]["projector"] == "train"
     assert two["config"]["method"] == "qlora" and two["config"]["rank"] == 16  # LoRA r16 needs more than a T4
-    budget = doc["gpu"]["total_bytes"] * 0.95
     for stage in doc["stages"]:
-        assert stage["fits"] and stage["device_used_bytes"] <= budget
+        assert stage["fits"] and stage["device_used_bytes"] <= doc["fit_limit_bytes"]
         assert set(stage["components"]) == {"vision", "projector", "llm"}
 
 
