@@ -9,8 +9,8 @@ The table (design notes, "VLM fine-tuning"):
     > 100K            full fine-tuning (vision tower at x0.1)
 
 When the table's choice does not fit, the search steps down: lower rank within the row, then a
-4-bit base, a lower rank, a less trained vision tower; then the memory savers the text advisor
-uses; and only then a lower `--max-pixels` (families whose processor has one), saying what
+4-bit base, a lower rank, a less trained vision tower; then expandable segments (the one memory
+saver of the text advisor the VLM trainer applies); and only then a lower `--max-pixels` (families whose processor has one), saying what
 that costs in image tokens and detail.
 """
 
@@ -34,9 +34,12 @@ TEXT_TOKENS = 512  # a caption or a short conversation turn: the text budget bes
 STAGE1_LR = 1e-3  # LLaVA stage 1: the projector alone, a high lr
 VISION_LR_SCALE = 0.1  # a trained vision tower moves at a tenth of the LLM's lr
 MICRO_BATCHES = (4, 2, 1)
-PIXEL_FRACTIONS = (0.75, 0.5, 0.25, 0.125)  # of an image's pixels, tried as --max-pixels when nothing fits
+PIXEL_FRACTIONS = (0.75, 0.5, 0.25, 0.125, 0.0625, 0.03125)  # of an image's pixels, tried as --max-pixels when nothing fits
 VLM_METHODS = ("full", "lora", "qlora")  # what the table speaks of
 VISION_ORDER = ("full", "lora", "freeze")  # most trained first
+# the text advisor's memory savers a VLM plan may turn on: only the allocator setting; the VLM trainer
+# does not yet chunk a VLM's loss, offload its checkpoints or skip the kbit upcast (vlm_loop/vlm_build)
+VLM_SAVER_STEPS = tuple(step for step in SAVER_STEPS if step[0] == "expandable_segments")
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def recommend_vlm(spec: VlmSpec, gpu: GpuSpec, vlm: VlmRun, dataset_size: int | 
     search = _Search(spec, gpu, gpu.total_bytes * (1 - margin_ratio), corrections, "bf16" if gpu.bf16 else "fp16")
     requested = image_plan(spec, RunConfig(seq_len=1 << 30), vlm).llm_tokens
     first_error = None
-    for level in pixel_levels(spec, vlm):
+    levels = pixel_levels(spec, vlm)
+    for level in levels:
         sized = replace(vlm, max_pixels=level)
         length = seq_len or _default_seq_len(spec, sized)
         try:
@@ -199,15 +203,15 @@ def recommend_vlm(spec: VlmSpec, gpu: GpuSpec, vlm: VlmRun, dataset_size: int | 
             first_error = first_error or exc
             continue
         savers: dict = {}
-        for step in (None, *SAVER_STEPS):
+        for step in (None, *VLM_SAVER_STEPS):
             if step is not None:
                 savers[step[0]] = step[1]
             found = _climb(search, rungs, sized, length, savers)
             if found is not None:
                 return _advice(search, row, rungs, found, vlm, sized, requested, savers, seq_len is None, margin_ratio)
-    if first_error is not None and len(pixel_levels(spec, vlm)) == 1:
+    if first_error is not None and len(levels) == 1:
         raise first_error
-    raise ConfigError(_nothing_fits(search, rungs[-1], vlm, seq_len, margin_ratio))
+    raise ConfigError(_nothing_fits(search, rungs[-1], replace(vlm, max_pixels=levels[-1]), seq_len, margin_ratio))
 
 
 def _climb(search: _Search, rungs: list[Rung], vlm: VlmRun, seq_len: int, savers: dict):
@@ -252,7 +256,7 @@ def _advice(search, row, rungs, found, asked: VlmRun, sized: VlmRun, requested: 
         reasons.append(f"seq-len {two.run.seq_len:,}: {plan.llm_tokens:,} image tokens + ~{TEXT_TOKENS} text tokens, rounded up to 64 (pass --seq-len to change)")
     if sized.max_pixels != asked.max_pixels:
         reasons.append(_resolution_cost(spec, asked, sized, requested, plan.llm_tokens))
-    for field, value, _, what in SAVER_STEPS:
+    for field, value, _, what in VLM_SAVER_STEPS:
         if savers.get(field) == value:
             reasons.append(f"nothing fit without it: {what}")
     if not gpu.bf16:
@@ -296,10 +300,11 @@ def _resolution_cost(spec: VlmSpec, asked: VlmRun, sized: VlmRun, requested: int
 
 def _nothing_fits(search: _Search, lean: Rung, vlm: VlmRun, seq_len: int | None, margin_ratio: float) -> str:
     run = RunConfig(method=lean.method, rank=lean.rank or 4, seq_len=seq_len or _default_seq_len(search.spec, vlm), precision=search.precision,
-                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, **{field: value for field, value, _, _ in SAVER_STEPS})
+                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, **{field: value for field, value, _, _ in VLM_SAVER_STEPS})
     try:
         used = estimate_vlm(search.spec, run, replace(vlm, vision="freeze", quantize_vision=lean.quantize_vision), search.gpu, search.corrections).breakdown.device_used_bytes
-        leanest = f"; the leanest stage 2 ({lean.title()}, every memory saver on) needs {_gib(used)}"
+        pixels = f" at --max-pixels {vlm.max_pixels:,}" if vlm.max_pixels else ""
+        leanest = f"; the leanest stage 2 ({lean.title()}, micro-batch 1, checkpointing, paged 8-bit Adam){pixels} needs {_gib(used)}"
     except ConfigError:
         leanest = ""
     return (f"nothing fits {search.spec.name} on one {search.gpu.name} with a {margin_ratio:.0%} margin ({_gib(search.budget)}){leanest}: "

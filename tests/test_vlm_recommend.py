@@ -162,6 +162,8 @@ def test_big_images_lower_max_pixels_and_say_what_it_costs():
     cost = next(reason for reason in advice.reasons if reason.startswith("--max-pixels"))
     assert f"{two.estimate.plan.llm_tokens:,} image tokens per example instead of {advice.requested_image_tokens:,}" in cost
     assert "fine detail" in cost and "of the pixels gone" in cost
+    run = two.plan.run  # only the savers the VLM trainer applies
+    assert (run.loss, run.offload_activations, run.kbit_upcast) == ("standard", False, True)
 
 
 def test_a_family_without_max_pixels_is_never_resized_and_nothing_fits_is_one_line():
