@@ -115,6 +115,15 @@ class VlmEstimate:
         return out
 
 
+    def target_components(self) -> dict:
+        """Per component: Linears PEFT would wrap given `--targets` as names, and those adapted here."""
+        from .vision.target_match import PARTS, adapted_modules, peft_matches
+
+        matched = peft_matches(self.spec, self.run.targets)
+        adapted = adapted_modules(self.spec, self.llm_adapted, self.vlm.vision == "lora")
+        return {part: {"matched_modules": matched[part], "adapted_modules": adapted[part]} for part in PARTS}
+
+
 def _prefixed(prefix: str, terms: list[Term]) -> list[Term]:
     return [replace(term, name=f"{prefix}/{term.name}") for term in terms]
 

@@ -27,6 +27,7 @@ def stage_dict(est) -> dict:
         "text_tokens": run.seq_len - est.plan.llm_tokens,
         "vit_tokens": est.plan.vit_tokens,
         "components": est.components(),
+        "target_components": est.target_components(),
         "terms": breakdown.at_peak(),
         "term_notes": {term.name: term.note for term in breakdown.terms},
         "terms_all_phases": breakdown.by_name(),
@@ -70,6 +71,15 @@ def _gib(value: int) -> str:
     return f"{value / GIB:.2f}"
 
 
+def _targets_line(est) -> str:
+    """Which components --targets reaches: as PEFT would match the names, and what is adapted here."""
+    parts = est.target_components()
+    matched = ", ".join(f"{COMPONENT_TITLES[p]} {v['matched_modules']:,}" for p, v in parts.items())
+    adapted = ", ".join(f"{COMPONENT_TITLES[p]} {v['adapted_modules']:,}" for p, v in parts.items() if v["adapted_modules"]) or "none"
+    return (f"targets {','.join(est.run.targets)}: PEFT given these names would wrap Linears in {matched}; "
+            f"adapted here: {adapted} (the LLM only by default; --vision lora adapts the tower)")
+
+
 def render_vlm(console, estimates: list, note: str) -> None:
     """The component breakdown, one column per stage (or method), image tokens in the header."""
     from rich.table import Table
@@ -83,6 +93,7 @@ def render_vlm(console, estimates: list, note: str) -> None:
     console.print(f"images: {first.vlm.images} per example [{sizes}] · image tokens {plan.llm_tokens:,} + text {run.seq_len - plan.llm_tokens:,} = seq {run.seq_len:,}")
     console.print(f"batch {run.batch} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · {run.optimizer} · {run.precision} · vision {first.vlm.vision} · projector {first.vlm.projector}"
                   + (" · vision NF4" if first.vlm.quantize_vision else ""))
+    console.print(_targets_line(first))
     gpu = first.gpu
     title = "Peak memory per component and term (GiB, 2^30 bytes)" + (f" on {gpu.name}, {gpu.total_bytes / GIB:.2f} GiB" if gpu else "")
     table = Table(title=title, title_justify="left")

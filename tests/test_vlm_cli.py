@@ -51,3 +51,40 @@ def test_errors_are_one_line():
     assert result.exit_code != 0 and "Error:" in result.output and "text-only model" in result.output
     result = CliRunner().invoke(cli, ["estimate", "--model", "qwen2-vl-2b", "--method", "lora", "--quantize-vision"])
     assert "Error: --quantize-vision goes with a 4-bit method" in result.output
+
+
+def test_targets_name_the_components_they_reach():
+    doc = json.loads(_run("--model", "llava-1.5-7b", "--method", "lora", "--targets", "q,v", "--json").output)
+    parts = doc["estimates"][0]["target_components"]
+    assert parts["vision"] == {"matched_modules": 24 * 2, "adapted_modules": 0}  # CLIP has q_proj and v_proj too
+    assert parts["llm"] == {"matched_modules": 32 * 2, "adapted_modules": 32 * 2}
+    table = " ".join(_run("--model", "qwen2-vl-7b", "--method", "lora", "--targets", "all-linear").output.split())
+    assert "targets all-linear: PEFT given these names would wrap Linears in vision tower 128, projector 2, LLM 196; adapted here: LLM 196" in table
+
+
+def test_models_lists_the_vlm_catalog_with_a_kind_and_components():
+    doc = json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)
+    kinds = {row["id"]: row for row in doc}
+    assert kinds["meta-llama/Meta-Llama-3-8B"]["kind"] == "text" and "base_params" in kinds["meta-llama/Meta-Llama-3-8B"]
+    qwen = kinds["Qwen/Qwen2-VL-7B-Instruct"]
+    assert qwen["kind"] == "vlm" and qwen["base_params"] == 8_291_375_616 and qwen["aliases"][0] == "qwen2-vl-7b"
+    assert qwen["components"]["projector"] == 44_575_744 and sum(qwen["components"].values()) == qwen["base_params"]
+    table = " ".join(CliRunner().invoke(cli, ["models"]).output.split())
+    assert "Vision-language models" in table and "llava-1.5-7b" in table
+
+
+def test_a_bad_or_unsupported_vlm_config_file_is_a_one_line_error(tmp_path):
+    from vramplan.calibrate.vlm_build import VLM_PROBE_MODELS
+
+    cases = {
+        "no-heads": ({k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "num_attention_heads"}, "has no 'num_attention_heads'"),
+        "no-text": ({k: v for k, v in VLM_PROBE_MODELS["probe-llava"].items() if k != "text_config"}, "has no 'text_config'"),
+        "no-vision": ({k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "vision_config"}, "has no 'vision_config'"),
+        "paligemma": ({**VLM_PROBE_MODELS["probe-llava"], "model_type": "paligemma"}, "model_type 'paligemma' of paligemma.json is not supported"),
+    }
+    for name, (config, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(config))
+        result = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--stage", "2"])
+        assert result.exit_code != 0, name
+        assert result.output.startswith("Error: ") and message in result.output and result.output.count("\n") == 1, result.output

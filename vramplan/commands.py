@@ -213,12 +213,15 @@ def models(as_json):
     from .planner.catalog import all_models
     from .planner.catalog.models import SIZE_DEFAULTS
 
+    from .vlm_cmd import render_vlm_catalog, vlm_catalog_rows
+
     rows = all_models()
+    vlm_rows = vlm_catalog_rows()  # vision-language models: a kind and their components besides
     if as_json:
         click.echo(json.dumps([
-            {"id": hub_id, "aliases": list(aliases), "model_type": spec.model_type, "base_params": spec.base_params}
+            {"id": hub_id, "aliases": list(aliases), "model_type": spec.model_type, "base_params": spec.base_params, "kind": "text"}
             for hub_id, aliases, spec in rows
-        ], indent=2))
+        ] + vlm_rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -232,6 +235,7 @@ def models(as_json):
         table.add_row(hub_id, aliases[0] if aliases else "", f"{spec.base_params / 1e9:.2f}B", str(spec.num_layers), f"{spec.vocab_size:,}")
     console = Console()
     console.print(table)
+    render_vlm_catalog(console, vlm_rows)
     console.print("Size shorthands: " + ", ".join(f"{size} -> {hub_id}" for size, hub_id in SIZE_DEFAULTS.items()))
 
 

@@ -82,3 +82,36 @@ def estimate_vlm_command(resolved, gpu_spec, base_run, methods, corrections, val
     from .reports.vlm_report import render_vlm
 
     render_vlm(Console(), estimates, resolved.note)
+
+
+def vlm_catalog_rows() -> list[dict]:
+    """`vramplan models`: the built-in vision-language models, per component."""
+    from .planner.catalog.vlm_models import VLM_CONFIGS
+    from .planner.vision import vlm_spec_from_config
+
+    rows = []
+    for hub_id, entry in VLM_CONFIGS.items():
+        spec = vlm_spec_from_config(entry["config"], hub_id, entry.get("processor"))
+        rows.append({
+            "id": hub_id, "aliases": list(entry["aliases"]), "model_type": spec.model_type, "base_params": spec.params,
+            "kind": "vlm", "family": spec.family.title,
+            "components": {"vision": spec.vision.params, "projector": spec.projector.params, "llm": spec.decoder.base_params},
+        })
+    return rows
+
+
+def render_vlm_catalog(console, rows: list[dict]) -> None:
+    """The second table of `vramplan models`: each VLM's params by component."""
+    from rich.table import Table
+
+    table = Table(title="Vision-language models (vision tower + projector + LLM; estimate them with --stage, --image-size, ...)", title_justify="left")
+    table.add_column("id", overflow="fold")
+    table.add_column("alias", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    for column in ("params", "vision", "projector", "LLM"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        parts = row["components"]
+        table.add_row(row["id"], row["aliases"][0], row["family"], f"{row['base_params'] / 1e9:.2f}B", f"{parts['vision'] / 1e6:,.1f}M",
+                      f"{parts['projector'] / 1e6:,.1f}M", f"{parts['llm'] / 1e9:.2f}B")
+    console.print(table)
