@@ -228,3 +228,17 @@ def test_a_local_model_directory_brings_its_processors_pixel_cap(tmp_path):
     assert doc["max_pixels"] is None  # the processor's own cap, not a lowered one
     entry = doc["stages"][1]
     assert "projector_lr" not in entry["config"] and entry["lr"]["projector_lr"] is None  # the lrs live in "lr" only
+
+
+def test_estimate_plan_estimates_each_stage_as_written(tmp_path):
+    path = tmp_path / "plan.json"
+    made = json.loads(_recommend("--model", "qwen2-vl-7b", "--gpu", "l4", "--dataset-size", "50000", "--image-size", "672x448",
+                                 "--out", str(path), "--json").output)
+    result = CliRunner().invoke(cli, ["estimate", "--plan", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["schedule"] == "two-stage" and [e["stage"] for e in doc["estimates"]] == [1, 2]
+    assert [e["device_used_bytes"] for e in doc["estimates"]] == [s["device_used_bytes"] for s in made["stages"]]
+    assert doc["estimates"][1]["config"]["vision"] == made["stages"][1]["vlm"]["vision"]
+    flagged = json.loads(CliRunner().invoke(cli, ["estimate", "--plan", str(path), "--batch", "2", "--json"]).output)
+    assert flagged["stage"] == 2 and flagged["estimates"][0]["config"]["batch"] == 2  # a flag goes over stage 2's config

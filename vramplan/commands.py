@@ -165,6 +165,11 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
             from .calibrate.lookup import corrections_for
 
             corrections = corrections_for(gpu_spec, db)
+        if plan_path is not None:  # a VLM plan's stages, each as `recommend` wrote it
+            from .vlm_recommend_cmd import estimate_plan_stages
+
+            if estimate_plan_stages(plan_path, model, resolved, gpu_spec, corrections, as_json):
+                return None
         return estimate_vlm_command(resolved, gpu_spec, base_run, chosen if (methods or plan_path) else VLM_DEFAULT_METHODS, corrections, vlm_values, as_json)
     checks = preflight.check_planned(resolved, base_run, chosen, allow_long, plan_path is not None or bool(from_files) or _typed("seq_len"))
     base_run = checks.run

@@ -103,3 +103,36 @@ def recommend_vlm_command(resolved, gpu_spec, values: dict, out, html_path, as_j
         from .reports.vlm_html import vlm_advice_page
 
         wrote(html_path, write_report(html_path, vlm_advice_page(advice, document), "--html"), err=as_json)
+
+
+# flags of `estimate` that leave a VLM plan's stages as written
+PLAN_NEUTRAL = {"plan_path", "model", "gpu", "gpu_mem", "db", "as_json"}
+
+
+def estimate_plan_stages(plan_path, model: str, resolved, gpu_spec, corrections, as_json: bool) -> bool:
+    """`estimate --plan` on a VLM plan: each stage as written (its run, images and components).
+
+    Returns False (nothing printed) when the plan has no stages or a run/VLM flag was given: the
+    flags then go over the stage-2 config, as for any plan.
+    """
+    from . import preflight
+    from .planner.plan_file import read_plan, read_vlm_stages
+    from .planner.vlm_estimate import estimate_vlm
+
+    label = f"--plan {plan_path}"
+    stages = read_vlm_stages(read_plan(plan_path, label), label)
+    if not stages or preflight.typed_flags() - PLAN_NEUTRAL:
+        return False
+    spec = vlm_spec_of(resolved, model)
+    estimates = [estimate_vlm(spec, stage.run, stage.vlm, gpu_spec, corrections) for stage in stages]
+    if as_json:
+        from .reports.vlm_report import vlm_document
+
+        click.echo(json.dumps(vlm_document(estimates, resolved.note, "two-stage" if len(estimates) > 1 else None), indent=2))
+    else:
+        from rich.console import Console
+
+        from .reports.vlm_report import render_vlm
+
+        render_vlm(Console(), estimates, resolved.note)
+    return True
