@@ -204,7 +204,7 @@ TRACE_MODELS = {
     # one real size of every catalog family beside the first three (issue 13)
     "standard": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1",
                  "meta-llama/Llama-2-7b-hf", "Qwen/Qwen3-4B", "google/gemma-2-2b", "microsoft/Phi-3-mini-4k-instruct",
-                 "google/gemma-2b"),
+                 "google/gemma-2b", "google/gemma-3-1b-it"),
     "full": ("meta-llama/Meta-Llama-3-8B", "Qwen/Qwen2.5-7B", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen3-8B", "google/gemma-2-9b"),
 }
 

@@ -58,6 +58,15 @@ PROBE_MODELS: dict[str, dict] = {
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
         "hidden_act": "gelu_pytorch_tanh",
     },
+    "probe-gemma3": {  # Gemma 3 text: q/k norms, 4 norms per layer, tied; windowed layers 0-4, global layer 5
+        "model_type": "gemma3_text", "architectures": ["Gemma3ForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 6,
+        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 8192,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 64,
+        "sliding_window": 128, "sliding_window_pattern": 6, "rope_theta": 1000000, "rope_local_base_freq": 10000,
+        "final_logit_softcapping": None, "attn_logit_softcapping": None,
+    },
     # --- mixture of experts (issue 13): fused experts and a top-k router; a small vocab so the layers weigh ---
     "probe-olmoe": {  # 8 experts, 2 per token; q/k norms over the full q and kv widths
         "model_type": "olmoe", "architectures": ["OlmoeForCausalLM"],
@@ -84,4 +93,4 @@ PROBE_MODELS: dict[str, dict] = {
     },
 }
 MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral")  # measured by matrix._cpu_moe
-FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma")  # measured by matrix._cpu_families
+FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma", "probe-gemma3")  # measured by matrix._cpu_families

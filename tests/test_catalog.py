@@ -79,6 +79,7 @@ PUBLISHED: dict[str, tuple[str, str]] = {
     "google/gemma-2-2b-jpn-it": ("2,614,341,888", KERAS.format("gemma/gemma") + " gemma2_instruct_2b_en (the same architecture)"),
     "google/gemma-2-9b": ("9,241,705,984", KERAS.format("gemma/gemma") + " gemma2_9b_en"),
     "google/gemma-2-27b": ("27,227,128,320", KERAS.format("gemma/gemma") + " gemma2_27b_en"),
+    "google/gemma-3-1b-it": ("999,885,952", KERAS.format("gemma3/gemma3") + " gemma3_instruct_1b"),
     # Phi-3 family
     "microsoft/Phi-3-mini-4k-instruct": ("3,821,079,552", KERAS.format("phi3/phi3") + " phi3_mini_4k_instruct_en"),
     "microsoft/Phi-3.5-mini-instruct": ("3,821,079,552", KERAS.format("phi3/phi3") + " phi3_mini_128k_instruct_en (the same architecture)"),

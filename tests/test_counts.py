@@ -4,6 +4,7 @@ import pytest
 
 from vramplan.planner.catalog import catalog_spec
 from vramplan.planner.catalog.models import MODEL_CONFIGS
+from vramplan.planner.families import family_of
 from vramplan.planner.targets import adapter_params, resolve_targets
 
 ALL7 = ("q", "k", "v", "o", "gate", "up", "down")
@@ -63,7 +64,7 @@ def _peft_counts(config: dict, targets: tuple[str, ...], rank: int, dora: bool):
 
 # MoE entries: peft adapts fused experts through `target_parameters`, which its "all-linear" sets
 # and a list of module names does not; tests/test_moe.py checks them the way `vramplan run` builds them
-DENSE = sorted(hub_id for hub_id, entry in MODEL_CONFIGS.items() if "num_experts" not in entry["config"])
+DENSE = sorted(hub_id for hub_id, entry in MODEL_CONFIGS.items() if family_of(entry["config"]["model_type"]).moe is None)
 
 
 @pytest.mark.slow

@@ -1093,6 +1093,35 @@ MODEL_CONFIGS: dict[str, dict] = {
             "attn_logit_softcapping": 50.0,
         },
     },
+    # --- Gemma 3, text only (q/k norms, four norms per layer, 5 of 6 layers windowed, tied 262k vocab) ---
+    "google/gemma-3-1b-it": {
+        "aliases": ("gemma-3-1b-it", "gemma-3-1b", "gemma3-1b"),
+        # source: mlc-ai/mlc-llm python/mlc_llm/model/model_preset.py, preset "gemma3_1b_it"
+        "config": {  # params: 999,885,952
+            "model_type": "gemma3_text",
+            "architectures": ["Gemma3ForCausalLM"],
+            "hidden_size": 1152,
+            "intermediate_size": 6912,
+            "num_hidden_layers": 26,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 1,
+            "head_dim": 256,
+            "vocab_size": 262144,
+            "tie_word_embeddings": True,  # Gemma3TextConfig default; config.json does not override
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-06,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 1000000,
+            "rope_local_base_freq": 10000,
+            "attention_bias": False,
+            "query_pre_attn_scalar": 256,
+            "sliding_window": 512,
+            "sliding_window_pattern": 6,
+            "final_logit_softcapping": None,
+            "attn_logit_softcapping": None,
+        },
+    },
     # --- Phi-3-medium (fused projections, 10 kv heads) -------------------------------------------
     "microsoft/Phi-3-medium-4k-instruct": {
         "aliases": ("phi-3-medium", "phi-3-medium-4k", "phi3-medium"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, MoeLayout, Projection
 from .gemma import GEMMA
 from .gemma2 import GEMMA2
+from .gemma3_text import GEMMA3_TEXT
 from .llama import LLAMA
 from .mistral import MISTRAL
 from .mixtral import MIXTRAL
@@ -29,6 +30,7 @@ FAMILIES: dict[str, Family] = {
     "qwen3_moe": QWEN3_MOE,
     "mixtral": MIXTRAL,
     "gemma": GEMMA,
+    "gemma3_text": GEMMA3_TEXT,
 }
 
 
