@@ -54,6 +54,7 @@ PUBLISHED: dict[str, tuple[str, str]] = {
     "mistralai/Mixtral-8x22B-v0.1": ("141B", "mistral.ai, 'Cheaper, Better, Faster, Stronger' (141B total, 39B active)"),
     # Qwen
     "Qwen/Qwen2-0.5B": ("0.49B", "Qwen2 model card"),
+    "Qwen/Qwen2-7B-Instruct": ("7.62B", HUB),
     "Qwen/Qwen2-72B-Instruct": ("72.7B", HUB),
     "Qwen/Qwen2.5-0.5B": ("494,032,768", KERAS.format("qwen/qwen") + " qwen2.5_0.5b_en"),
     "Qwen/Qwen2.5-1.5B": ("1,543,714,304", KERAS.format("qwen/qwen") + " qwen2.5_math_1.5b_en (the same architecture)"),

@@ -1046,8 +1046,8 @@ MODEL_CONFIGS: dict[str, dict] = {
     },
     "google/gemma-7b": {
         "aliases": ("gemma-7b",),
-        # source: transformers GemmaConfig, whose defaults are documented as google/gemma-7b's; the same
-        # numbers in UbiquitousLearning/mllm src/models/gemma/README.md ("7B", from gemma_pytorch's config)
+        # source: Retruth/deontic nlp_models/gemma1/README.md (the GemmaConfig loaded from google/gemma-7b);
+        # the same numbers are transformers GemmaConfig's defaults, documented as gemma-7b's
         "config": {  # params: 8,537,680,896
             "model_type": "gemma",
             "architectures": ["GemmaForCausalLM"],
@@ -1061,7 +1061,8 @@ MODEL_CONFIGS: dict[str, dict] = {
             "tie_word_embeddings": True,
             "max_position_embeddings": 8192,
             "rms_norm_eps": 1e-06,
-            "hidden_act": "gelu_pytorch_tanh",  # GemmaConfig default (GELU either way: the same memory)
+            "hidden_act": "gelu",  # transformers reads it as gelu_pytorch_tanh, the legacy value's intent
+            "hidden_activation": "gelu_pytorch_tanh",
             "torch_dtype": "bfloat16",
             "rope_theta": 10000.0,
             "attention_bias": False,
@@ -1171,6 +1172,29 @@ MODEL_CONFIGS: dict[str, dict] = {
             "use_sliding_window": False,
             "sliding_window": 131072,
             "max_window_layers": 24,
+        },
+    },
+    "Qwen/Qwen2-7B-Instruct": {
+        "aliases": ("qwen2-7b-instruct",),
+        # source: Retruth/deontic nlp_models/qwen2/README.md (the Qwen2Config loaded from Qwen/Qwen2-7B-Instruct)
+        "config": {  # params: 7,615,616,512
+            "model_type": "qwen2",
+            "architectures": ["Qwen2ForCausalLM"],
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-06,
+            "hidden_act": "silu",
+            "torch_dtype": "bfloat16",
+            "rope_theta": 1000000.0,
+            "use_sliding_window": False,
+            "sliding_window": None,
+            "max_window_layers": 28,
         },
     },
     "Qwen/Qwen2-72B-Instruct": {
