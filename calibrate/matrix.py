@@ -127,6 +127,9 @@ def _cpu_moe() -> list[tuple[str, RunConfig]]:
         ]
         runs += [(model, replace(base, method="full", grad_ckpt=c)) for c in (True, False)]
         runs += [(model, replace(base, method="dora", targets=("attention",), grad_ckpt=c)) for c in (True, False)]
+        # the experts alone (peft target_parameters, gate_up at rank 2r): held out, measured after the MoE terms were final
+        experts = ("gate_up_proj", "down_proj")
+        runs += [(model, replace(base, method=m, targets=experts, grad_ckpt=c)) for m, c in (("lora", True), ("lora", False), ("qlora", False))]
     return runs
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dtypes import DtypePlan
-from .moe import moe_layer_saved_bytes
+from .moe import experts_only_first_layer_bytes, moe_layer_saved_bytes
 from .specs import ModelSpec, RunConfig
 
 FP32 = 4
@@ -129,6 +129,9 @@ def first_layer_savings(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted
 
 
 def checkpoint_inputs_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    experts_only = experts_only_first_layer_bytes(model, run, dt, adapted)  # LoRA on a MoE's experts alone
+    if experts_only is not None:
+        return layer_activations(model, run, dt, adapted).total - experts_only
     """Non-reentrant checkpointing keeps each layer's input hidden state and nothing else."""
     return model.num_layers * dt.stream_bytes * run.tokens * model.hidden_size
 

@@ -62,6 +62,7 @@ def _moe_fields(family: Family, config: dict, name: str, dims: dict[str, int], n
         "num_experts": experts,
         "experts_per_token": top_k,
         "expert_intermediate_size": inter,
+        "router_aux_loss": bool(config.get("output_router_logits", False)),  # MoE configs default it off
         "extra_components": (Component("experts", "experts", num_layers, other_params_per_layer=per_layer, family=family.model_type),),
     }
 

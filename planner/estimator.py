@@ -16,7 +16,7 @@ from .activations import (
 )
 from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, PHASES, MemoryBreakdown, Term
 from .dtypes import DtypePlan, dtype_plan
-from .moe import moe_backward_bytes, upper_layer_grads_bytes
+from .moe import moe_backward_bytes, router_aux_loss_terms, upper_layer_grads_bytes
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_bytes, overhead_terms
 from .savers import packed_inputs_bytes, checkpoint_terms, loss_terms, polynomial
@@ -92,6 +92,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     # when the last gradients are written, about half of layer 0's saved tensors are already freed
     terms.append(Term("activations/last_layer", layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
     terms.append(Term("activations/transient", layer_transient_bytes(model, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
+    terms += router_aux_loss_terms(model, run, dt)  # a MoE config with output_router_logits on
     method = run.method_record
     if method.adapter is not None:
         terms += method.adapter.extra_terms(model, run, dt, adapted)

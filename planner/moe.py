@@ -11,6 +11,7 @@ rest, per layer.
 
 from __future__ import annotations
 
+from .breakdown import BACKWARD, FORWARD, Term
 from .dtypes import DtypePlan
 from .specs import ModelSpec, RunConfig
 
@@ -117,6 +118,36 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     return saved
 
 
+def experts_only_first_layer_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> int | None:
+    """What layer 0 saves when LoRA sits on the fused experts only and its input needs no gradient
+    (no checkpointing): none of its norms, attention, router or gathers keep anything, only the
+    experts' own saves. None when that is not the case (the generic first-layer rule applies).
+
+    autograd keeps a matmul's input only for its weight's gradient and the weight only for its input's:
+    gate_up keeps the gathered tokens (not its merged stack), act and the product keep gate_up's output
+    and act(gate); down keeps its input, and its merged stack once gate_up makes that input need a
+    gradient; the routing product keeps the weights only; one int64 permutation (measured, probe-olmoe).
+    """
+    experts = set(EXPERT_TENSORS)
+    if not (model.num_experts and adapted and set(adapted) <= experts) or run.grad_ckpt or run.method_record.trains_base:
+        return None
+    lo, routed = dt.linear_out_bytes, routed_tokens(model, run)
+    h, e, i, r = model.hidden_size, model.num_experts, model.expert_intermediate_size, run.rank
+    weights_bytes = FP32 if _layout(model).fp32_routing_weights else lo
+    saved = weights_bytes * routed + INT64 * routed
+    weight = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
+    if "gate_up_proj" in adapted:
+        saved += lo * routed * h + 3 * lo * routed * i
+    if "down_proj" in adapted:
+        saved += lo * routed * i
+        if "gate_up_proj" in adapted:
+            saved += weight * e * h * i  # down's merged stack, kept for its (now grad-needing) input
+    if weight != dt.adapter_bytes:
+        factors = {"gate_up_proj": 2 * r * e * (h + 2 * i), "down_proj": r * e * (i + h)}
+        saved += weight * sum(n for name, n in factors.items() if name in adapted)
+    return saved
+
+
 def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     """A sparse layer's backward under checkpointing: the expert loop's gradients in flight.
 
@@ -145,3 +176,18 @@ def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan) -> int:
         return 0
     layer_params = model.layer_linear_params + model.norm_params_per_layer + model.expert_params // model.num_layers
     return (model.num_layers - 1) * layer_params * dt.weight_bytes
+
+
+def router_aux_loss_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
+    """The load-balancing loss a config with `output_router_logits: true` adds to the training loss.
+
+    transformers 5 (`load_balancing_loss_func`, Mixtral/OLMoE/Qwen3-MoE) records every layer's router
+    logits (tokens x E, the stream's dtype) and, after the LM loss, takes a softmax per layer whose
+    output is saved; the histogram of the top-k picks carries no gradient. What outlives the forward
+    is one tokens x E tensor per layer, then its gradient, waiting for that layer's backward
+    (measured on probe-olmoe, checkpointing on and off: exactly L x tokens x E x 2 bytes in bf16).
+    """
+    if not (model.num_experts and model.router_aux_loss):
+        return []
+    saved = model.num_layers * run.tokens * model.num_experts * dt.linear_out_bytes
+    return [Term("experts/router_aux_loss", saved, "router aux loss: one tokens x experts softmax (then its gradient) per layer", frozenset({FORWARD, BACKWARD}))]

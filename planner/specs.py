@@ -126,6 +126,8 @@ class ModelSpec:
     num_experts: int = 0
     experts_per_token: int = 0
     expert_intermediate_size: int = 0
+    # config.json's output_router_logits: training adds the router load-balancing (aux) loss
+    router_aux_loss: bool = False
 
     @property
     def embed_params(self) -> int:

@@ -55,19 +55,41 @@ def test_base_params_match_the_torch_model(model_type):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("targets", [("attention",), ("all-linear",)])
+@pytest.mark.parametrize("targets", [("attention",), ("gate_up_proj", "down_proj"), ("all-linear",)])
 @pytest.mark.parametrize("model_type", MOE)
 def test_trainable_params_match_peft(model_type, targets):
     import peft
 
     from vramplan.calibrate.model_build import resolve_target_modules
 
+    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+
     config = _config(model_type)
     spec = spec_from_config(config, "tiny")
     model = _meta_model(config)
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=resolve_target_modules(model, targets)))
+    # as the model builder passes them (calibrate/adapters/peft_lora.py)
+    kwargs = moe_lora_kwargs(model, targets, 8, 16) or {"target_modules": resolve_target_modules(model, targets)}
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, **kwargs))
     want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert estimate(spec, RunConfig(method="lora", rank=8, targets=targets, dropout=0.0)).trainable_params == want
+
+
+# the transformers-4 names of the experts, which peft 0.21 converts to target_parameters itself
+V4_EXPERT_NAMES = {"mixtral": ["w1", "w2", "w3"], "olmoe": ["gate_proj", "up_proj", "down_proj"], "qwen3_moe": ["gate_proj", "up_proj", "down_proj"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", MOE)
+def test_experts_count_as_peft_converts_them(model_type):
+    """peft's own path for the experts (old Linear names -> fused parameters, gate_up at rank 2r) trains
+    what the planner counts for `--targets gate_up_proj,down_proj`."""
+    import peft
+
+    config = _config(model_type)
+    spec = spec_from_config(config, "tiny")
+    lora = peft.get_peft_model(_meta_model(config), peft.LoraConfig(r=8, lora_alpha=16, target_modules=V4_EXPERT_NAMES[model_type]))
+    want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert want == estimate(spec, RunConfig(method="lora", rank=8, targets=("gate_up_proj", "down_proj"), dropout=0.0)).trainable_params
 
 
 def test_targets_name_the_router_and_experts():
@@ -167,7 +189,7 @@ def test_bottleneck_adapters_refused_on_moe():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hub_id", ["Qwen/Qwen3-30B-A3B", "allenai/OLMoE-1B-7B-0924"])
+@pytest.mark.parametrize("hub_id", ["Qwen/Qwen3-30B-A3B", "allenai/OLMoE-1B-7B-0924", "mistralai/Mixtral-8x7B-v0.1"])
 def test_catalog_moe_matches_peft(hub_id):
     """Full-size configs on the meta device, targets as the model builder passes them to peft."""
     import peft
@@ -180,9 +202,12 @@ def test_catalog_moe_matches_peft(hub_id):
     from vramplan.planner.targets import adapter_params
 
     spec = catalog_spec(hub_id)
-    for targets in (("all-linear",), ("attention",)):
+    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+
+    for targets in (("all-linear",), ("attention",), ("gate_up_proj", "down_proj")):  # the last: the experts alone
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**MODEL_CONFIGS[hub_id]["config"]))
             assert sum(p.numel() for p in model.parameters()) == spec.base_params
-            lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=resolve_target_modules(model, targets)))
+            kwargs = moe_lora_kwargs(model, targets, 16, 32) or {"target_modules": resolve_target_modules(model, targets)}
+            lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, **kwargs))
         assert lora.get_nb_trainable_parameters()[0] == adapter_params(spec, resolve_targets(spec, targets), 16, False), targets

@@ -43,12 +43,16 @@ def attach(model: nn.Module, run, meta: bool = False) -> nn.Module:
 
     from ..model_build import ADAPTER_DTYPES, resolve_target_modules
 
+    from ..moe_targets import moe_lora_kwargs
+
     dora = run.method_record.adapter.name == "dora"
+    # a mixture of experts' router/experts are parameters, not Linears (calibrate/moe_targets.py)
+    targets = moe_lora_kwargs(model, run.targets, run.rank, run.lora_alpha) or {"target_modules": resolve_target_modules(model, run.targets)}
     lora_config = peft.LoraConfig(
         r=run.rank,
         lora_alpha=run.lora_alpha,
         lora_dropout=run.dropout,
-        target_modules=resolve_target_modules(model, run.targets),
+        **targets,
         use_dora=dora,
         bias="none",
         task_type="CAUSAL_LM",
