@@ -136,7 +136,8 @@ def test_run_plan_with_stages(tiny, tmp_path):
     from vramplan.planner.vision.run import VlmRun
 
     run = RunConfig(method="lora", rank=8, seq_len=64, batch=2, precision="fp32", grad_ckpt=False)
-    stages = [stage_entry(VlmStagePlan(stage, run, VlmRun(stage=stage), lr, 2e-3 if stage == 2 else None, 0.1), {"epochs": 1})
+    cap = 56 * 56  # a plan's --max-pixels: the processor is capped as the estimate assumes (112x112 -> 56x56, 4 tokens)
+    stages = [stage_entry(VlmStagePlan(stage, run, VlmRun(stage=stage, max_pixels=cap), lr, 2e-3 if stage == 2 else None, 0.1), {"epochs": 1})
               for stage, lr in ((1, 1e-3), (2, 2e-4))]
     plan = tmp_path / "plan.json"
     write_plan(plan, plan_document("tiny", None, run, None, training={"epochs": 1}, stages=stages))  # as `recommend --out` writes it
@@ -145,7 +146,16 @@ def test_run_plan_with_stages(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "stage 2: projector + lora on the LLM, lr 0.0002, projector lr 0.002" in result.output
     assert f"initialised 6 tensors from {out / 'stage-1' / 'projector'}" in result.output
-    assert [json.loads(r["run_config"])["rank"] for r in rows_of(db)] == [8, 8]
+    rows = rows_of(db)
+    assert [(json.loads(r["run_config"])["rank"], json.loads(r["run_config"])["vlm"]["max_pixels"]) for r in rows] == [(8, cap), (8, cap)]
+    assert all(abs(r["est_peak_allocated_bytes"] / r["peak_allocated_bytes"] - 1) < 0.05 for r in rows)
+    from vramplan.calibrate.trainer.vlm_processor import apply_max_pixels, load_processor
+    from vramplan.calibrate.trainer.vlm_data import open_image
+
+    processor = load_processor(tiny["qwen2_vl"], json.loads((tiny["qwen2_vl"] / "config.json").read_text()))
+    apply_max_pixels(processor, cap)
+    grid = processor.image_processor(images=[open_image(next((tiny["root"] / "images").iterdir()))], return_tensors="pt")["image_grid_thw"]
+    assert grid.tolist() == [[1, 4, 4]]
 
 
 @pytest.mark.parametrize("args,message", [

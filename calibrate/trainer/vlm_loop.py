@@ -39,7 +39,7 @@ from .loop import TrainConfig, TrainResult, _check_numbers, _Session, _stderr, t
 from .model_dir import capacity_gpu, pick_device
 from .model_path import check_model_path
 from .record import run_record
-from .vlm_processor import load_processor, processor_max_pixels
+from .vlm_processor import apply_max_pixels, load_processor, processor_max_pixels
 
 # the seeds' stages: 1 warms up the projector (LLM and vision frozen), 2 adds LoRA r16 a32 on the LLM
 STAGE_LR = {1: 1e-3, 2: 2e-4}
@@ -106,11 +106,14 @@ class VlmSession(_Session):
         self.run = replace(c.run, device_kind=self.device)
         model_type = self.model.config["model_type"]
         self.image_id = vlm_data._image_token_id(self.model.processor, vlm_data.PLACEHOLDERS[model_type])
+        qwen = model_type in ("qwen2_vl", "qwen2_5_vl")  # the families whose processor has a pixel cap
+        if qwen and c.vlm.max_pixels:
+            apply_max_pixels(self.model.processor, c.vlm.max_pixels)
         self.data = vlm_data.load_vlm_dataset(c.data_path, self.model.processor, model_type, self.run.seq_len, c.skip_bad_rows, c.eval_fraction, c.seed)
-        vlm = replace(c.vlm, max_pixels=c.vlm.max_pixels or (processor_max_pixels(self.model.processor) if "qwen" in model_type else None))
+        vlm = replace(c.vlm, max_pixels=processor_max_pixels(self.model.processor) if qwen else c.vlm.max_pixels)
         self.vlm = dataset_vlm(vlm, self.data.records, self.spec)
         if self.vlm.trains_llm and c.init_from is None and self.vlm.trains_projector:
-            self.log("note: stage 2 without --init-from: the projector starts untrained (give a stage-1 output, or use --schedule two-stage)")
+            self.log("note: stage 2 without --init-from: the projector starts from the model directory's weights (give a stage-1 output, or use --schedule two-stage)")
         self.gpu = capacity_gpu(c.gpu, self.device)
         self.run, self.grad_accum, self.notes = self._check_fits(self.run, c.grad_accum)
         self.out = Path(c.out_dir)

@@ -59,3 +59,11 @@ def processor_max_pixels(processor) -> int | None:
     size = getattr(processor.image_processor, "size", None)
     value = size.get("longest_edge") if hasattr(size, "get") else getattr(size, "longest_edge", None)
     return int(value) if value else None
+
+
+def apply_max_pixels(processor, max_pixels: int) -> None:
+    """Cap a Qwen-VL image processor at ``max_pixels`` (a plan's --max-pixels), as the estimate assumes."""
+    import dataclasses
+
+    images = processor.image_processor
+    images.size = dataclasses.replace(images.size, longest_edge=int(max_pixels))
