@@ -12,7 +12,9 @@ from vramplan.calibrate.trainer.checkpoint import STATE_FILE, checkpoint_dirs
 from vramplan.calibrate.trainer.vlm_weights import COMPONENTS_FILE, load_for_inference
 from vramplan.calibrate.vlm_model_dir import caption_rows, write_tiny_vlm_dir
 from vramplan.cli import cli
+from vramplan.planner.errors import ConfigError
 from vramplan.planner.vision import VLM_FAMILIES
+from vramplan.planner.vision.run import VlmRun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SEQ_LEN = {"llava": 300, "qwen2_vl": 64}  # LLaVA: 256 image tokens per image
@@ -191,3 +193,53 @@ def test_vlm_flags_on_a_text_model_are_refused(tmp_path):
     data.write_text('{"text": "hello"}\n', encoding="utf-8")
     result = cli_run("--stage", 1, "--model", model, "--data", data, "--out", tmp_path / "o", "--no-progress")
     assert error_line(result).startswith("Error: --stage: only for a vision-language model directory")
+
+
+def _config(tiny, out, db, **changes):
+    from vramplan.calibrate.trainer.vlm_loop import VlmTrainConfig
+    from vramplan.planner.specs import RunConfig
+    from vramplan.planner.vision.run import VlmRun
+
+    values = dict(model_path=tiny["qwen2_vl"], data_path=tiny["data"], out_dir=out, db=db, max_steps=2, progress=False, log=lambda m: None,
+                  run=RunConfig(method="lora", seq_len=64, batch=4, precision="fp32", grad_ckpt=False, dropout=0.0), vlm=VlmRun(stage=1),
+                  learning_rate=1e-3)
+    return VlmTrainConfig(**{**values, **changes})
+
+
+def test_oom_falls_back_and_every_attempt_is_recorded(tiny, tmp_path, monkeypatch):
+    from vramplan.calibrate.store import Store
+    from vramplan.calibrate.trainer.loop import TrainingOutOfMemory, _Session
+    from vramplan.calibrate.trainer.vlm_loop import train_vlm
+
+    real_step = _Session._step
+
+    def step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter):
+        if run.batch > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter)
+
+    monkeypatch.setattr(_Session, "_step", step)
+    db = tmp_path / "runs.db"
+    with pytest.raises(TrainingOutOfMemory, match=r"try --batch 2 --grad-accum 2 "):
+        train_vlm(_config(tiny, tmp_path / "no-fallback", db))
+    result = train_vlm(_config(tiny, tmp_path / "fallback", db, auto_fallback=True))
+    assert (result.run.batch, result.grad_accum, result.steps) == (2, 2, 2)
+    runs = Store.open(db).runs()
+    assert [r.outcome for r in runs] == ["oom", "oom", "ok"] and all(r.run_config["vlm"]["stage"] == 1 for r in runs)
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(tiny, tmp_path):
+    from vramplan.calibrate.trainer.loop import TrainingInterrupted
+    from vramplan.calibrate.trainer.vlm_loop import train_vlm
+
+    def stop(step, loss):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    out, db = tmp_path / "out", tmp_path / "runs.db"
+    with pytest.raises(TrainingInterrupted, match="at step 2 of 3"):
+        train_vlm(_config(tiny, out, db, max_steps=3, step_callback=stop))
+    result = train_vlm(_config(tiny, out, db, max_steps=3, resume=True))
+    assert (result.start_step, result.steps, len(result.losses)) == (2, 3, 3)
+    with pytest.raises(ConfigError, match="holds a stage-1 run, not stage 2"):
+        train_vlm(_config(tiny, out, db, max_steps=3, resume=True, vlm=VlmRun(stage=2)))
