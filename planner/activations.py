@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .dtypes import DtypePlan
 from .moe import experts_only_first_layer_bytes, moe_layer_saved_bytes
 from .specs import ModelSpec, RunConfig
+from .stack import stack_for
 
 FP32 = 4
 
@@ -65,7 +66,11 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         # either way transformers builds an explicit mask, so SDPA gets k/v repeated
         # to all heads (use_gqa_in_sdpa) and keeps the mask as a float copy in q's dtype, per layer
         attention += 2 * attn_dtype * t * (q_dim - kv_dim) + attn_dtype * run.batch * run.seq_len * run.seq_len
-    if model.fused_qkv and not ((masked or eager) and model.num_kv_heads != model.num_heads):  # else repeat_kv copies v
+    # transformers < 4.54 repeats k and v to all heads before SDPA, mask or not (planner/stack.py)
+    repeated = run.attention == "sdpa" and not eager and not masked and not stack_for(run.transformers_version).sdpa_enable_gqa
+    if repeated:
+        attention += 2 * attn_dtype * t * (q_dim - kv_dim)
+    if model.fused_qkv and not ((masked or eager or repeated) and model.num_kv_heads != model.num_heads):  # else repeat_kv copies v
         # q, k, v are views of one qkv_proj output (Phi-3): SDPA's saved v keeps all of it alive
         attention += attn_dtype * t * (q_dim + kv_dim)
     if eager:
@@ -159,12 +164,24 @@ def logits_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     """Logits and the causal-LM loss at their peak (start of backward).
 
     transformers' ForCausalLMLoss upcasts logits to fp32; cross_entropy's log_softmax keeps its
-    fp32 output, and backward adds the fp32 gradient of nll_loss and of log_softmax.
+    fp32 output, and backward adds the fp32 gradient of nll_loss and of log_softmax. Before 4.49
+    the loss ran on a contiguous fp32 copy of the shifted logits (planner/stack.py).
     """
     tv = run.tokens * model.vocab_size
     head_out = dt.compute_bytes if dt.autocast else dt.unquantized_bytes  # lm_head is never quantized
-    forward = head_out * tv + (FP32 * tv if head_out != FP32 else 0) + FP32 * tv
-    backward = 3 * FP32 * tv
+    path = stack_for(run.transformers_version).loss_path
+    if path.shift_copy:
+        # the loss sees b x (s-1) positions: the shifted copy, log_softmax and both gradients
+        shifted = run.batch * (run.seq_len - 1) * model.vocab_size
+        upcast = FP32 * tv if head_out != FP32 else 0
+        if path.upcast_in_model:  # < 4.46: the forward casts, and the 16-bit head output dies at the cast
+            forward = max(head_out * tv + upcast, FP32 * tv + 2 * FP32 * shifted)
+        else:  # 4.46-4.48: the loss casts; the model's outputs keep the 16-bit logits
+            forward = head_out * tv + upcast + 2 * FP32 * shifted
+        backward = 3 * FP32 * shifted
+    else:
+        forward = head_out * tv + (FP32 * tv if head_out != FP32 else 0) + FP32 * tv
+        backward = 3 * FP32 * tv
     # cap * tanh(logits / cap): only tanh's output outlives the forward (kept for backward); the head's
     # output and logits / cap are freed as the chain goes on (measured on probe-gemma2, issue 13)
     softcap = head_out * tv if model.logit_softcap else 0

@@ -247,6 +247,8 @@ class RunConfig:
     # 4-bit-base methods: prepare_model_for_kbit_training's fp32 upcast of the unquantized weights;
     # False keeps embeddings, norms and lm_head 16-bit (no effect on other methods)
     kbit_upcast: bool = True
+    # the transformers version whose memory paths are modelled (planner/stack.py); None: the installed one
+    transformers_version: str | None = None
 
     def __post_init__(self) -> None:
         # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form
@@ -332,6 +334,12 @@ def _run_problems(run: RunConfig):
         yield "--targets is empty; give module names or one of: " + ", ".join(TARGET_PRESETS)
     if not isinstance(run.kbit_upcast, bool):
         yield f"--kbit-upcast must be true or false, got {run.kbit_upcast!r}"
+    if run.transformers_version is not None:
+        from .stack import version_problem
+
+        problem = version_problem(run.transformers_version)
+        if problem:
+            yield problem
     if (run.loss, run.loss_chunk, run.offload_activations, run.packing) != ("standard", 1024, False, False):
         from .savers import saver_problems  # only a run that asks for a saver pays for the import
 

@@ -6,6 +6,7 @@ from ..planner.breakdown import PHASES
 from ..planner.limits import MethodResult
 from ..planner.moe import routing_summary
 from ..planner.savers import host_bytes
+from ..planner.stack import stack_for
 
 
 def config_dict(result: MethodResult) -> dict:
@@ -68,6 +69,12 @@ def estimate_dict(result: MethodResult) -> dict:
     }
 
 
+def stack_dict(run) -> dict:
+    """The transformers version modelled and where it came from (planner/stack.py)."""
+    stack = stack_for(run.transformers_version)
+    return {"transformers": stack.transformers, "source": stack.source, "loss_path": stack.loss_path.key, "sdpa_enable_gqa": stack.sdpa_enable_gqa}
+
+
 def estimate_document(results: list[MethodResult], model_note: str) -> dict:
     first = results[0].estimate
     gpu = first.gpu
@@ -80,5 +87,6 @@ def estimate_document(results: list[MethodResult], model_note: str) -> dict:
         },
         "gpu": None if gpu is None else {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes, "bf16": gpu.bf16},
         "routing": routing_summary(first.model, first.run),  # mixtures of experts: the routing assumed; else null
+        "stack": stack_dict(first.run),  # the transformers version whose memory paths were modelled
         "estimates": [estimate_dict(result) for result in results],
     }

@@ -10,6 +10,7 @@ from ..planner.savers import host_bytes
 from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.moe import routing_line
+from ..planner.stack import stack_for
 from ..planner.units import GIB, format_gib
 
 TERM_ORDER = ["weights", "experts", "grads", "optimizer", "activations", "distributed", "overhead"]
@@ -41,11 +42,19 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
     savers = saver_labels(run)
     if savers:
         line += " · " + " · ".join(savers)
+    line += "\n" + stack_line(run)
     routing = routing_line(est.model, run)  # mixtures of experts only
     if routing:
         line += "\n" + routing
     adapters = adapter_lines([r.estimate for r in results])
     return line + (f"\nadapters: {adapters}" if adapters else "")
+
+
+def stack_line(run) -> str:
+    """Which transformers version's memory paths the estimate models (planner/stack.py)."""
+    stack = stack_for(run.transformers_version)
+    source = {"flag": "--transformers-version", "installed": "installed", "default": "none installed: the version the estimator was built for"}[stack.source]
+    return f"modelled for transformers {stack.transformers} ({source}) · loss: {stack.loss_path.key}"
 
 
 def adapter_lines(estimates) -> str:
