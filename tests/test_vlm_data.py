@@ -154,3 +154,25 @@ def test_estimate_dataset_plans_the_largest_example(images, tmp_path):
     assert bad.exit_code != 0 and "Error: give either --dataset or --image-size/--images" in bad.output
     text = CliRunner().invoke(cli, ["estimate", "--model", "llama-3-8b", "--dataset", str(data)])
     assert text.exit_code != 0 and "Error: --dataset on estimate measures a VLM's images" in text.output
+
+
+def test_a_chat_template_that_fails_is_a_file_line_error(images, tmp_path):
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = "{{ raise_exception('this template takes no assistant turns') }}"
+    processor = make_processor("llava", tiny_config("llava", tokenizer), tokenizer)
+    data = write(tmp_path / "d.jsonl", three_shapes(images))
+    with pytest.raises(DataError) as exc:
+        load_vlm_dataset(data, processor, "llava", seq_len=400)
+    assert str(exc.value).startswith(f"{data}:2: the tokenizer's chat template failed on this row")
+
+
+def test_chat_template_renders_the_turns(images, tmp_path):
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }} \n {{ m['content'] }} \n {% endfor %}{% if add_generation_prompt %}assistant \n {% endif %}"
+    processor = make_processor("qwen2_vl", tiny_config("qwen2_vl", tokenizer), tokenizer)
+    ds = load_vlm_dataset(write(tmp_path / "d.jsonl", three_shapes(images)[1:2]), processor, "qwen2_vl", seq_len=400, eval_fraction=0)
+    assert ds.chat_template
+    example = ds.train[0]
+    trained = [t for t in example.labels if t != IGNORE]
+    assert tokenizer.decode(trained).split() == "the color is green \n".split()
+    assert processor.image_token_id in example.input_ids

@@ -51,7 +51,8 @@ def two_stage(request, tiny):
     family = request.param
     out, db = tiny["root"] / f"out-{family}", tiny["root"] / f"{family}.db"
     result = cli_run("--schedule", "two-stage", "--model", tiny[family], "--data", tiny["data"], "--out", out, "--db", db,
-                     "--max-steps", STEPS, "--seq-len", SEQ_LEN[family], "--batch", 2, "--precision", "fp32", "--save-every", 8, "--no-progress")
+                     "--max-steps", STEPS, "--seq-len", SEQ_LEN[family], "--batch", 2, "--precision", "fp32", "--save-every", 8, "--no-progress",
+                     "--html", tiny["root"] / f"{family}.html")
     assert result.exit_code == 0, result.output
     return {"family": family, "out": out, "db": db, "output": result.output, "model": tiny[family], **tiny}
 
@@ -79,6 +80,11 @@ def test_stage_one_trains_the_projector_and_stage_two_starts_from_it(two_stage):
 
     base = getattr(transformers, VLM_FAMILIES[two_stage["family"]].torch_class).from_pretrained(str(two_stage["model"]))
     assert any(not torch.equal(tensor, base.get_parameter(name)) for name, tensor in stage1.items())  # it trained
+
+
+def test_html_page_shows_both_stages(two_stage):
+    page = (two_stage["root"] / f"{two_stage['family']}.html").read_text(encoding="utf-8")
+    assert "stage 1" in page.lower() and "stage 2" in page.lower()
 
 
 def test_optimizer_groups_per_component(two_stage):

@@ -217,6 +217,7 @@ def run_command(ctx, **params):
     \b
     Example:
       vramplan run --apply-recommendation --model ./my-model --data train.jsonl --out runs/first
+      vramplan run --schedule two-stage --model ./my-vlm --data captions.jsonl --out runs/vlm
     """
     from . import preflight  # every check before torch loads: nothing here imports it without a GPU driver
     from .commands import build_run, resolve_gpu_flags

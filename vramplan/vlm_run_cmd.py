@@ -182,12 +182,12 @@ def run_vlm_command(ctx, params: dict, values: dict, model_dir: Path, model_conf
         click.echo(f"stage {stage}: {what}, lr {entry['lr']:g}" + (f", projector lr {entry['projector_lr']:g}" if entry["projector_lr"] else ""))
         _summary(train_vlm(config), params["db"])
         last = stage_out
-    if html_path is not None and last is not None:
+    if html_path is not None and last is not None:  # both stages' losses and peaks (reports/vlm_html_run.py)
         from .commands import wrote
         from .reports.html_report import write_report
-        from .reports.html_sections import run_page
+        from .reports.vlm_html_run import vlm_run_page
 
-        wrote(html_path, write_report(html_path, run_page(last, params["db"]), "--html"))
+        wrote(html_path, write_report(html_path, vlm_run_page(out, params["db"]), "--html"))
 
 
 def _finished(out: Path) -> bool:

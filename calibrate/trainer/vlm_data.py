@@ -21,7 +21,7 @@ import torch
 
 from vramplan.planner.vision.image_text_file import IMAGE, ImageTextRecord, read_image_text_file
 
-from .data import IGNORE, DataError, _chat_segments, _plain_chat, split_eval
+from .data import IGNORE, DataError, _chat_segments, _plain_chat, _RowError, split_eval
 
 # what the processor expands into an image's tokens, per family (the marker in the records is IMAGE)
 PLACEHOLDERS = {
@@ -137,7 +137,15 @@ def load_vlm_dataset(path, processor, model_type: str, seq_len: int, skip_bad_ro
     image_id = _image_token_id(processor, PLACEHOLDERS[model_type])
     examples = []
     for record in records:
-        ids, labels, extras, templated = encode(record, processor, model_type)
+        try:
+            ids, labels, extras, templated = encode(record, processor, model_type)
+        except _RowError as exc:  # the chat template failed on this record
+            message = f"{path}:{record.line}: {exc}"
+            if not skip_bad_rows:
+                raise DataError(f"{message}\n1 bad record(s) in {path}: fix it or pass --skip-bad-rows; nothing was trained or written") from None
+            ds.skipped += 1
+            ds.skip_messages.append(message)
+            continue
         ds.chat_template |= templated
         if len(ids) > seq_len:
             if image_id in ids[seq_len:]:  # cutting into an image's tokens would break the model's input
