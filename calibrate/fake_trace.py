@@ -28,8 +28,8 @@ Patches, all local to the trace (context managers, restored afterwards):
   per row; it reads values, which a fake tensor has none of);
 * ``torch.optim.adam._get_value`` returns 1.0 for a fake step counter (``.item()`` on a fake);
 * peft's ``dequantize_module_weight`` (DoRA) dequantizes the fake 4-bit weights;
-* mixture-of-experts layers whose fused experts are not bf16 (fp32 after a 4-bit base's upcast) use
-  transformers' ``grouped_mm_fallback`` op: torch's meta ``grouped_mm`` accepts bf16 only;
+* torch's meta ``grouped_mm`` accepts bf16 only: fp32 fused experts (a 4-bit base upcasts them) get
+  the same shapes in fp32, so autograd saves what the real op saves;
 * with ``run.device_kind == "cuda"``: dropout goes through ``torch.native_dropout`` (bool mask, as
   CUDA's fused kernel saves) instead of the CPU path (mask in the input dtype), AdamW/SGD use the
   foreach kernels (torch's CUDA default), and storages are rounded up to 512 bytes (the CUDA caching
@@ -189,19 +189,20 @@ def trace_patches(run: RunConfig):
             return F.dequantize_4bit(w.data, w.quant_state)
         return orig_dequant(module)
 
-    import transformers.integrations.moe as moe_mod
+    import torch._meta_registrations as meta_registrations
 
-    orig_can_grouped = moe_mod._can_use_grouped_mm
+    orig_grouped_meta = meta_registrations._meta_grouped_mm_common
 
-    def can_use_grouped_mm(input, weight, offs):
-        # torch's meta kernel for grouped_mm takes bf16 only (CUDA's fast path), so fp32 experts (a 4-bit
-        # base upcasts them) go through transformers' own fallback op: same output, same saved tensors
-        if _is_fake(weight) and weight.dtype != torch.bfloat16:
-            return False
-        return orig_can_grouped(input, weight, offs)
+    def grouped_mm_meta(mat_a, mat_b, scale_a, scale_b, offs=None, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
+        # torch's meta grouped_mm checks for bf16 only (the CUDA fast path); fp32 experts (a 4-bit base
+        # upcasts them) run the same op on CPU and through aten's fallback on CUDA: same shapes, in fp32
+        if scale_a is None and mat_a.dtype == mat_b.dtype == torch.float32:
+            out = orig_grouped_meta(mat_a.to(torch.bfloat16), mat_b.to(torch.bfloat16), None, None, offs, bias, scale_result, out_dtype, use_fast_accum)
+            return torch.empty_strided(out.shape, out.stride(), dtype=torch.float32, device=out.device)
+        return orig_grouped_meta(mat_a, mat_b, scale_a, scale_b, offs, bias, scale_result, out_dtype, use_fast_accum)
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_patched(moe_mod, "_can_use_grouped_mm", can_use_grouped_mm))
+        stack.enter_context(_patched(meta_registrations, "_meta_grouped_mm_common", grouped_mm_meta))
         stack.enter_context(_patched(masking_utils, "is_tracing", is_tracing))
         stack.enter_context(_patched(masking_utils, "find_packed_sequence_indices", find_packed_sequence_indices))
         stack.enter_context(_patched(adam_mod, "_get_value", get_value))

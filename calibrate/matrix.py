@@ -130,6 +130,9 @@ def _cpu_moe() -> list[tuple[str, RunConfig]]:
         # the experts alone (peft target_parameters, gate_up at rank 2r): held out, measured after the MoE terms were final
         experts = ("gate_up_proj", "down_proj")
         runs += [(model, replace(base, method=m, targets=experts, grad_ckpt=c)) for m, c in (("lora", True), ("lora", False), ("qlora", False))]
+    # the router aux loss on (output_router_logits): held out, measured after its term was final
+    runs += [("probe-mixtral-aux", replace(base, method=m, targets=t, grad_ckpt=c)) for m, t, c in (
+        ("lora", ("attention",), True), ("lora", ("all-linear",), False), ("qlora", ("attention",), False))]
     return runs
 
 
@@ -255,6 +258,9 @@ def _trace_moe() -> list[tuple[str, RunConfig]]:
             (model, replace(base, method="lora", targets=("attention",), grad_ckpt=False)),
             (model, replace(base, method="dora", targets=("attention",))),
             (model, replace(base, method="full")),
+            # held out, traced after the MoE terms were final: the experts alone, QLoRA without checkpointing
+            (model, replace(base, method="lora", targets=("gate_up_proj", "down_proj"))),
+            (model, replace(base, method="qlora", targets=("attention",), grad_ckpt=False)),
         ]
     return runs
 

@@ -92,5 +92,7 @@ PROBE_MODELS: dict[str, dict] = {
         "pad_token_id": None, "eos_token_id": 2, "bos_token_id": 1,
     },
 }
+# the router load-balancing loss switched on (config.json's output_router_logits), as people train MoEs
+PROBE_MODELS["probe-mixtral-aux"] = {**PROBE_MODELS["probe-mixtral"], "output_router_logits": True, "router_aux_loss_coef": 0.02}
 MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral")  # measured by matrix._cpu_moe
 FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma", "probe-gemma3")  # measured by matrix._cpu_families
