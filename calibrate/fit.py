@@ -10,12 +10,13 @@ took part in the fit that predicts it.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vramplan.planner.architectures import ANALYTIC_FAMILIES, spec_from_config
 from vramplan.planner.estimator import estimate
 from vramplan.planner.overhead import Corrections
-from vramplan.planner.specs import ModelSpec
+from vramplan.planner.specs import ModelSpec, RunConfig
+from vramplan.planner.stack import version_problem
 
 from .runner import run_config_from_dict
 from .store import RunRecord
@@ -48,7 +49,16 @@ def estimate_for(record: RunRecord, corrections: Corrections):
 
         return vlm_estimate_for(record, corrections)
     spec = spec_of(record)
-    return estimate(spec, run_config_from_dict(record.run_config), None, corrections).breakdown
+    return estimate(spec, run_of(record), None, corrections).breakdown
+
+
+def run_of(record: RunRecord) -> RunConfig:
+    """The record's run, modelled for the transformers it was measured with (planner/stack.py)."""
+    run = run_config_from_dict(record.run_config)
+    version = record.environment.get("libraries", {}).get("transformers")
+    if run.transformers_version is None and isinstance(version, str) and version_problem(version) is None:
+        run = replace(run, transformers_version=version)
+    return run
 
 
 def _usable(records: list[RunRecord]) -> list[RunRecord]:
@@ -63,7 +73,7 @@ def _squared_errors(usable: list[RunRecord]) -> dict[int, list[float]]:
         if "vlm" in record.run_config:  # a vision-language run (calibrate.vlm_runner)
             table[record.id] = [((estimate_for(record, Corrections(activation_scale=scale)).peak_allocated_bytes - measured) / measured) ** 2 for scale in SCALE_GRID]
             continue
-        spec, run = spec_of(record), run_config_from_dict(record.run_config)
+        spec, run = spec_of(record), run_of(record)
         table[record.id] = [
             ((estimate(spec, run, None, Corrections(activation_scale=scale)).breakdown.peak_allocated_bytes - measured) / measured) ** 2
             for scale in SCALE_GRID

@@ -240,7 +240,9 @@ def build_model(hf_config: dict, run: RunConfig, device="cpu", meta: bool = Fals
     wdtype = weight_dtype(run)
     ctx = torch.device("meta") if meta else (contextlib.nullcontext() if dev.type == "cpu" else torch.device(dev))
     with ctx:
-        model = AutoModelForCausalLM.from_config(config, dtype=wdtype, attn_implementation=attn)
+        # transformers 4.x names the load dtype `torch_dtype` (5.x: `dtype`)
+        dtype_kwarg = "torch_dtype" if transformers.__version__.startswith("4.") else "dtype"
+        model = AutoModelForCausalLM.from_config(config, **{dtype_kwarg: wdtype}, attn_implementation=attn)
     method = run.method_record
     if method.quantizes_base:
         import peft

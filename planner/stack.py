@@ -2,7 +2,8 @@
 
 The estimator's terms follow transformers 5.x. Two paths were different in the 4.x releases
 people still have installed; each was read in that version's source (wheel from PyPI) and
-measured here with the CPU live-tensor tracker (probe-llama / probe-llama2, LoRA, bf16-mixed):
+measured here with the CPU live-tensor tracker (probe-llama / probe-llama2, LoRA and full, bf16 and fp32;
+README, "The installed stack"):
 
 | transformers | causal-LM loss (llama, qwen2, mistral, phi3, gemma2 ...)             | SDPA with GQA             |
 |--------------|----------------------------------------------------------------------|---------------------------|
@@ -14,10 +15,10 @@ measured here with the CPU live-tensor tracker (probe-llama / probe-llama2, LoRA
 |              | same contiguous shifted copy; output.logits stays 16-bit (4.46.0,     | and 4.53.3)               |
 |              | 4.48.3)                                                              |                           |
 | 4.49 - 5.x   | ForCausalLMLoss pads the labels instead (`nn.functional.pad(labels,   | >= 4.54: `enable_gqa`     |
-|              | (0, 1))`) and flattens the upcast logits: no copy (4.49.0; PR 35646)  | when no mask (4.54.0)     |
+|              | (0, 1))`) and flattens the upcast logits: no copy (4.49.0)                | when no mask (4.54.0)     |
 
 `num_items_in_batch` only switches cross-entropy to reduction="sum" (4.46 on): no tensor of
-[tokens, vocab] size more or less. PEFT's memory paths did not differ across the versions checked.
+[tokens, vocab] size more or less. PEFT versions are not modelled: every measurement used peft 0.21.2.
 """
 
 from __future__ import annotations

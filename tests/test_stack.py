@@ -132,3 +132,15 @@ def test_bad_version_on_the_command_line():
     assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
         "Error: --transformers-version must look like 4.45.2 or 5.0, got '4.x'"
     ]
+
+
+@pytest.mark.parametrize("libraries, expected", [
+    ({"transformers": "4.46.0"}, "4.46.0"), ({"transformers": "missing"}, None), ({}, None),
+])
+def test_stored_runs_are_modelled_for_their_stack(libraries, expected):
+    from types import SimpleNamespace
+
+    from vramplan.calibrate.fit import run_of
+
+    record = SimpleNamespace(run_config={"method": "lora", "targets": ["all-linear"]}, environment={"libraries": libraries})
+    assert run_of(record).transformers_version == expected
