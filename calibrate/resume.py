@@ -39,15 +39,30 @@ def _with_defaults(run_config: dict) -> dict:
     existed (e.g. `loss`) is the same config as one that states its default."""
     from .runner import run_config_from_dict
 
+    values = dict(run_config)
+    vlm = values.pop("vlm", None)  # a VLM run: the decoder's settings plus its images and stage
     try:
-        return asdict(run_config_from_dict(run_config))
-    except (TypeError, ValueError):  # another kind of run (e.g. a VLM's): compare as stored
+        filled = asdict(run_config_from_dict(values))
+    except (TypeError, ValueError):  # another kind of run: compare as stored
         return run_config
+    if vlm is not None:
+        from vramplan.planner.vision.run import VlmRun
+
+        filled["vlm"] = VlmRun.from_dict(vlm).as_dict()
+    return filled
+
+
+def run_settings(run) -> dict:
+    """The run settings a matrix entry is stored with: a `RunConfig`'s fields, and a VLM case's
+    (`calibrate.vlm_runner.VlmCase`) under `vlm` beside them."""
+    if hasattr(run, "vlm"):
+        return {**asdict(run.run), "vlm": run.vlm.as_dict()}
+    return asdict(run)
 
 
 def planned_key(source: str, environment: dict, model_name: str, model_config: dict, run) -> str:
     """The key a matrix entry (model name, RunConfig) will be stored under."""
-    return config_key(source, environment["device_name"], environment["stack"], model_name, model_config, asdict(run))
+    return config_key(source, environment["device_name"], environment["stack"], model_name, model_config, run_settings(run))
 
 
 def measured_keys(records: list[RunRecord]) -> set[str]:

@@ -86,12 +86,13 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
         if fake:
             pixel_values = torch.empty(total, 3 * temporal * patch * patch)
         else:
-            pixel_values = torch.from_numpy(np.concatenate([_qwen_patches(p, patch, merge, temporal) for p in pixels]))
+            # a copy through the dispatcher, so the tracker counts it (on a GPU: the copy to the device)
+            pixel_values = torch.from_numpy(np.concatenate([_qwen_patches(p, patch, merge, temporal) for p in pixels])).clone()
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values,
                 "image_grid_thw": torch.tensor(grids, dtype=torch.long), "mm_token_type_ids": token_types}
     size = spec.vision.image_size
     count = run.batch * len(plan.per_image)
-    pixel_values = torch.empty(count, 3, size, size) if fake else torch.from_numpy(np.stack(pixels))
+    pixel_values = torch.empty(count, 3, size, size) if fake else torch.from_numpy(np.stack(pixels)).clone()
     return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
 
 

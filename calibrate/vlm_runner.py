@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from itertools import product
 
 from vramplan.planner.specs import RunConfig
@@ -16,6 +16,7 @@ from vramplan.planner.vision import vlm_spec_from_config
 from vramplan.planner.vision.run import VlmRun
 from vramplan.planner.vlm_estimate import estimate_vlm
 
+from .resume import run_settings
 from .store import RunRecord, Store
 from .vlm_build import VLM_PROBE_MODELS
 
@@ -43,25 +44,84 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
     big = replace(base, batch=1, seq_len=640)
     for model, method, stage, ckpt in product(("probe-qwen2-vl",), ("lora", "qlora"), (1, 2), (False, True)):
         cases.append((model, VlmCase(replace(big, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, images=2, image_sizes=((448, 336),)))))
+    # held out: measured after the pixel-input, stem and embedding-leaf terms were final
+    for model, ckpt in product(("probe-llava", "probe-qwen2-vl"), (True, False)):
+        cases.append((model, VlmCase(replace(base, method="lora", grad_ckpt=ckpt), VlmRun(stage=2, vision="lora", image_sizes=((224, 224),)))))
+    for ckpt in (True, False):
+        cases.append(("probe-llava", VlmCase(replace(base, method="qlora", batch=1, seq_len=1280, grad_ckpt=ckpt), VlmRun(stage=1, images=2, image_sizes=((448, 448),)))))
     return cases
 
 
+# full-size traces (issue 10's ground truth): two image sizes per model; LLaVA-1.5 resizes every
+# image to 336x336, so its second case is two larger images per example instead
+VLM_TRACE_MODELS = {
+    "Qwen/Qwen2-VL-2B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
+    "Qwen/Qwen2-VL-7B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
+    "llava-hf/llava-1.5-7b-hf": (VlmRun(image_sizes=((336, 336),)), VlmRun(images=2, image_sizes=((1024, 768),))),
+}
+
+
+def vlm_trace_matrix(preset: str) -> list[tuple[str, VlmCase]]:
+    """Full-size LLaVA-1.5-7B and Qwen2-VL-7B/2B on fake tensors: both stages, LoRA and QLoRA,
+    checkpointing on and off, two image sizes; the text traces' batch 1 x 2048 on emulated CUDA."""
+    if preset == "quick":
+        return []
+    base = RunConfig(batch=1, seq_len=2048, device_kind="cuda")
+    cases = []
+    for model, images in VLM_TRACE_MODELS.items():
+        for vlm, method, stage, ckpt in product(images, ("lora", "qlora"), (1, 2), (True, False)):
+            cases.append((model, VlmCase(replace(base, method=method, grad_ckpt=ckpt), replace(vlm, stage=stage))))
+    # held out: measured after the pixel-input, stem and embedding-leaf terms were final
+    two = replace(base, batch=2)
+    for model, run, vlm in (
+        ("Qwen/Qwen2-VL-7B-Instruct", replace(base, method="qlora"), VlmRun(stage=2, images=2, image_sizes=((896, 672),))),
+        ("Qwen/Qwen2-VL-7B-Instruct", replace(base, method="lora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((896, 672),))),
+        ("Qwen/Qwen2-VL-2B-Instruct", replace(two, method="lora"), VlmRun(stage=2, image_sizes=((640, 480),))),
+        ("Qwen/Qwen2-VL-2B-Instruct", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),))),
+        ("llava-hf/llava-1.5-7b-hf", replace(two, method="qlora"), VlmRun(stage=2, image_sizes=((800, 600),))),
+        ("llava-hf/llava-1.5-7b-hf", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((800, 600),))),
+    ):
+        cases.append((model, VlmCase(run, vlm)))
+    return cases
+
+
+def vlm_model(name: str) -> tuple[dict, dict | None]:
+    """(config.json, processor values) of a tiny probe VLM or a catalog VLM."""
+    from vramplan.planner.catalog.vlm_models import VLM_CONFIGS
+
+    if name in VLM_PROBE_MODELS:
+        return VLM_PROBE_MODELS[name], None
+    entry = VLM_CONFIGS[name]
+    return entry["config"], entry.get("processor")
+
+
 def _spec(name: str, config: dict):
-    return vlm_spec_from_config(config, name, source="probe")
+    from vramplan.planner.catalog.vlm_models import VLM_CONFIGS
+
+    if name in VLM_PROBE_MODELS:
+        return vlm_spec_from_config(config, name, source="probe")
+    return vlm_spec_from_config(config, name, VLM_CONFIGS.get(name, {}).get("processor"))
 
 
 def measure_and_store_vlm(store: Store, model_name: str, case: VlmCase, source: str, environment: dict, steps: int = 3, command: str | None = None) -> RunRecord:
     """`runner.measure_and_store` for a VLM case."""
-    from .runner import is_oom
+    from .runner import is_oom, tensor_peak_estimate
 
-    config = VLM_PROBE_MODELS[model_name]
+    config, _ = vlm_model(model_name)
     predicted = estimate_vlm(_spec(model_name, config), case.run, case.vlm).breakdown
+    # a trace sees tensors only: the cuBLAS workspace is left out, as for the text traces
+    allocated = tensor_peak_estimate(predicted) if source == "trace" else predicted.peak_allocated_bytes
     started = time.perf_counter()
     outcome, error, result = "ok", None, {}
     try:
-        from .vlm_probe import measure_vlm_cpu
+        if source == "trace":
+            from .vlm_trace import trace_vlm_step
 
-        result = measure_vlm_cpu(config, case.run, case.vlm, steps=steps)
+            result = trace_vlm_step(config, case.run, case.vlm)
+        else:
+            from .vlm_probe import measure_vlm_cpu
+
+            result = measure_vlm_cpu(config, case.run, case.vlm, steps=steps)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -69,12 +129,12 @@ def measure_and_store_vlm(store: Store, model_name: str, case: VlmCase, source: 
         error = f"{type(exc).__name__}: {exc}"[:2000] + "\n" + "".join(traceback.format_exception_only(type(exc), exc))[-500:]
     record = RunRecord(
         source=source, outcome=outcome, error_message=error, model_name=model_name, model_config=config,
-        run_config={**asdict(case.run), "vlm": case.vlm.as_dict()},
+        run_config=run_settings(case),
         device_name=environment["device_name"], device_total_bytes=environment.get("device_total_bytes"),
         stack=environment["stack"], environment=environment,
         estimate={"terms": predicted.by_name(), "at_peak": predicted.at_peak(), "peak_phase": predicted.peak_phase,
                   "trainable_by_component": result.get("trainable_by_component")},
-        est_peak_allocated_bytes=predicted.peak_allocated_bytes, est_peak_reserved_bytes=predicted.peak_reserved_bytes,
+        est_peak_allocated_bytes=allocated, est_peak_reserved_bytes=predicted.peak_reserved_bytes,
         est_device_used_bytes=predicted.device_used_bytes, peak_allocated_bytes=result.get("steady_peak_bytes"),
         phases=result.get("steady_phase_peak_bytes", {}), categories=result.get("steady_breakdown", {}),
         command=command, duration_s=time.perf_counter() - started,

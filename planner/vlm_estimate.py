@@ -169,6 +169,23 @@ def _vision_block_saved(spec: VlmSpec, tokens: int, b: int, run: RunConfig, dt: 
     return saved
 
 
+def _vision_stem_saved(spec: VlmSpec, plan: ImagePlan, batch: int, b: int, hooked: bool, full: bool) -> int:
+    """Bytes outside the blocks that stay alive while the tower is in the backward graph.
+
+    Qwen's 2D rotary cos/sin (fp32, one row per patch) are every block's input; with CLIP's
+    pre_layrnorm the hooked patch-embedding output is a leaf of its own (autograd's AccumulateGrad
+    holds it) and the norm saves its input and fp32 mean/rstd (issue 10, measured on the probes).
+    """
+    v = spec.vision
+    tokens = batch * plan.vit_tokens
+    saved = 2 * tokens * (v.width // v.num_heads) * FP32 if v.rotary else 0
+    if v.stem_norm and (hooked or full):
+        saved += tokens * (v.width * b + 2 * FP32)
+        if hooked:
+            saved += (tokens - batch * plan.tiles) * v.width * b  # patches only: the class token is added after
+    return saved
+
+
 def _optimizer_terms(run: RunConfig, tensors: list[tuple[int, int, int]]) -> list[Term]:
     """States and step temporaries over every trainable tensor (numel, count, bytes) of every component."""
     n_bytes = sum(n * c * b for n, c, b in tensors)
@@ -188,7 +205,7 @@ def _optimizer_terms(run: RunConfig, tensors: list[tuple[int, int, int]]) -> lis
     return [Term("optimizer/states", states, "bitsandbytes Adam states, every component")]
 
 
-def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool) -> tuple[list[Term], tuple[str, ...], list, int]:
+def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, images: int) -> tuple[list[Term], tuple[str, ...], list, int]:
     """The decoder's terms for this stage, its trainable tensors (numel, count, bytes) and trainable count."""
     dec = spec.decoder
     method = run.method_record
@@ -204,6 +221,11 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool) -> 
     if not vlm.trains_llm:
         terms = [t for t in terms if not t.name.startswith(("weights/adapter", "grads/"))]
     terms += activation_terms(dec, llm_run, dt, adapted)
+    if llm_run.grad_ckpt and images:
+        # enable_input_require_grads() makes the token embeddings a leaf that needs a gradient;
+        # the image features are scattered into a copy, so autograd's AccumulateGrad keeps the leaf
+        leaf = run.batch * run.seq_len * dec.hidden_size * dt.stream_bytes
+        terms.append(Term("activations/embedding_leaf", leaf, "token embeddings hooked by enable_input_require_grads(), kept beside the copy the image features go into", FWD_BWD | {BACKWARD_END}))
     if input_grad and not llm_run.grad_ckpt:
         # the image features need a gradient: layer 0 saves what it would skip for a frozen embedding
         back = first_layer_savings(dec, llm_run, dt, adapted)
@@ -270,21 +292,27 @@ def _vision_projector_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, plan: Im
         terms.append(Term("projector/grads", proj.params * b, "the projector trains in full (LLaVA stage 1 and 2)", GRADS))
     # --- activations
     batch = run.batch
+    pixels = batch * sum(v.pixel_values(t.vit, t.tiles) for t in plan.per_image)
+    terms.append(Term("vision/pixel_inputs", pixels * FP32, f"the batch's pixel values as the processor hands them: {pixels:,} fp32", FWD_BWD))
     vit_tokens = batch * plan.vit_tokens
     llm_image_tokens = batch * sum(t.llm for t in plan.per_image)
     vision_trains = vlm.vision != "freeze"
     hooked = run.grad_ckpt  # enable_input_require_grads() hooks the tower's patch embedding too
     if vision_trains or hooked:
         block = _vision_block_saved(spec, vit_tokens, b, run, dt, vlm.vision, vadapted)
+        layers = v.graph_layers
         if run.grad_ckpt and spec.family.vision_checkpointed:
-            inputs = v.num_layers * vit_tokens * v.width * b
+            inputs = layers * vit_tokens * v.width * b
             why = "frozen tower pulled into autograd by enable_input_require_grads()" if not vision_trains else f"--vision {vlm.vision}"
             terms += [
-                Term("vision/checkpoint_inputs", inputs, f"{v.num_layers} block inputs kept by checkpointing ({why})", FWD_BWD | {BACKWARD_END}),
+                Term("vision/checkpoint_inputs", inputs, f"{layers} block inputs kept by checkpointing ({why})", FWD_BWD | {BACKWARD_END}),
                 Term("vision/activations", block, "one block recomputed in backward", frozenset({BACKWARD_END})),
             ]
         else:
-            terms.append(Term("vision/activations", v.num_layers * block, f"{v.num_layers} blocks x {block:,} B saved for backward", FWD_BWD | {BACKWARD_END}))
+            terms.append(Term("vision/activations", layers * block, f"{layers} blocks x {block:,} B saved for backward", FWD_BWD | {BACKWARD_END}))
+        stem = _vision_stem_saved(spec, plan, batch, b, hooked, vlm.vision == "full")
+        if stem:
+            terms.append(Term("vision/stem", stem, "what the blocks' shared inputs keep alive: 2D rotary tables, CLIP's hooked patch output and pre-norm", FWD_BWD | {BACKWARD_END}))
     if vlm.trains_projector or vision_trains or hooked:
         # a trainable projector saves each Linear's input and the activation's input; Qwen's merger
         # also its LayerNorm (input + mean/rstd); LLaVA's first Linear keeps the tower's hidden state
@@ -312,7 +340,7 @@ def estimate_vlm(spec: VlmSpec, run: RunConfig, vlm: VlmRun, gpu: GpuSpec | None
     quantized_llm = method.quantizes_base
     vision_terms, tensors, trainable = _vision_projector_terms(spec, run, vlm, plan, quantized_llm)
     input_grad = vlm.trains_projector or vlm.vision != "freeze"
-    llm_terms, adapted, llm_tensors, llm_trainable = _llm_terms(spec, run, vlm, input_grad)
+    llm_terms, adapted, llm_tensors, llm_trainable = _llm_terms(spec, run, vlm, input_grad, plan.llm_tokens)
     trainable["llm"] = llm_trainable
     scale = corrections.scale_for(run.method)
     terms = [*vision_terms, *llm_terms, *_optimizer_terms(run, llm_tensors + tensors)]

@@ -43,7 +43,16 @@ def clip_vision(config: dict) -> VisionTower:
         # class embedding, patch Conv2d (no bias), position embedding, pre and post LayerNorm
         shared_params=e + 3 * patch * patch * e + positions * e + 4 * e,
         image_size=size,
+        stem_norm=True,  # pre_layrnorm
+        class_token=True,
+        feature_layers=_feature_layers(config.get("vision_feature_layer", -2), v["num_hidden_layers"]),
     )
+
+
+def _feature_layers(layer, num_layers: int) -> int:
+    """Blocks that feed `hidden_states[layer]` (the deepest of a list): index -2 of L+1 states is L-1 blocks."""
+    deepest = max(i if i >= 0 else num_layers + 1 + i for i in (layer if isinstance(layer, list) else [layer]))
+    return max(1, min(num_layers, deepest))
 
 
 def mlp_projector(config: dict, tower: VisionTower, llm_width: int, other: int = 0) -> Projector:

@@ -63,6 +63,7 @@ def qwen2_vision(config: dict) -> VisionTower:
         norm_params_per_layer=4 * e,  # two LayerNorms, weight + bias
         shared_params=3 * temporal * patch * patch * e,  # Conv3d patch embedding, no bias
         rotary=True,
+        temporal_patch=temporal,
     )
 
 
@@ -86,6 +87,7 @@ def qwen2_5_vision(config: dict) -> VisionTower:
         gated_mlp=True,
         attention="windowed",  # 112-px windows, full attention in fullatt_block_indexes only
         rotary=True,
+        temporal_patch=temporal,
     )
 
 

@@ -33,6 +33,22 @@ class VisionTower:
     attention: str = "full"  # "windowed": Qwen2.5-VL, full attention in a few blocks only
     rotary: bool = False  # 2D rotary on q, k (Qwen2-VL), computed in fp32
     image_size: int = 0  # fixed input resolution (CLIP/SigLIP); 0 = dynamic (Qwen)
+    # CLIP's pre_layrnorm between the patch embedding and block 0: the embedding output is then a
+    # tensor of its own, and the norm saves its input when the stem takes part in autograd
+    stem_norm: bool = False
+    class_token: bool = False  # CLIP: one class token per tile beside the patches (no pixels)
+    temporal_patch: int = 1  # Qwen-VL: a still image repeated to the temporal patch (2 frames)
+    feature_layers: int = 0  # blocks whose output reaches the projector (LLaVA's vision_feature_layer); 0 = all
+
+    def pixel_values(self, vit_tokens: int, tiles: int) -> int:
+        """Floats of the pixel tensor the processor hands over for `vit_tokens` patches in `tiles` tiles."""
+        patches = vit_tokens - (tiles if self.class_token else 0)
+        return patches * 3 * self.patch_size * self.patch_size * self.temporal_patch
+
+    @property
+    def graph_layers(self) -> int:
+        """Blocks in the backward graph: those after the feature layer run, but nothing needs their gradient."""
+        return self.feature_layers or self.num_layers
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be > 0" for name in ("width", "mlp_width", "num_layers", "num_heads", "patch_size") if getattr(self, name) <= 0]
