@@ -148,3 +148,36 @@ def trace_vlm_step(hf_config: dict, run: RunConfig, vlm: VlmRun, steps: int = 2,
     extra.update(seconds=time.perf_counter() - t0, build_seconds=build_s, mode="fake", round_to=round_to,
                  notes=notes, run=run, steps=steps, seed=seed)
     return summarize(tracker, steps, extra)
+
+
+def trace_document(resolved, run: RunConfig, vlm: VlmRun | None = None) -> dict:
+    """`calibrate --trace` on a vision-language model: `workflow.trace`'s document, the VLM traced
+    (stage 2, one image of the family's default size unless `vlm` says otherwise)."""
+    from vramplan.planner.vision import vlm_spec_for
+    from vramplan.planner.vlm_estimate import estimate_vlm
+
+    from .runner import tensor_peak_estimate
+    from .workflow import TRACE_STATISTIC
+
+    vlm = vlm or VlmRun()
+    estimate = estimate_vlm(vlm_spec_for(resolved), run, vlm)
+    estimated = tensor_peak_estimate(estimate.breakdown)
+    result = trace_vlm_step(resolved.config, run, vlm)
+    measured = result["steady_peak_bytes"]
+    return {
+        "model": resolved.spec.name,
+        "method": run.method,
+        "statistic": TRACE_STATISTIC,
+        "measured_bytes": measured,
+        "estimated_bytes": estimated,
+        "error_pct": 100.0 * (estimated - measured) / measured,
+        "components": estimate.breakdown.at_peak(),
+        "traced_categories": result.get("breakdown", {}),
+        "traced_phase_peak_bytes": result.get("phase_peak_bytes", {}),
+        "seconds": result.get("seconds"),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.__dict__.items()},
+        "stage": vlm.stage,
+        "image_tokens": estimate.plan.llm_tokens,
+        "vlm": vlm.as_dict(),
+        "trainable_by_component": result.get("trainable_by_component"),
+    }

@@ -183,10 +183,15 @@ def trace(model: str, run: RunConfig) -> dict:
     """
     from vramplan.planner.catalog import resolve_model
     from vramplan.planner.estimator import estimate
+    from vramplan.planner.vision import is_vlm_config
 
     from .runner import measure, tensor_peak_estimate
 
     resolved = resolve_model(model)
+    if is_vlm_config(resolved.config):  # vision tower + projector + LLM: stage 2, the family's default image
+        from .vlm_trace import trace_document
+
+        return trace_document(resolved, run)
     predicted = estimate(resolved.spec, run).breakdown  # device_kind cuda: the trace imitates the GPU's code paths
     estimated = tensor_peak_estimate(predicted)
     result = measure("trace", resolved.config, run, steps=2)

@@ -75,3 +75,17 @@ def test_resume_recognizes_the_stored_vlm_rows(name, source, matrix, tmp_path):
     environment = records[0].environment | {"device_name": records[0].device_name, "stack": records[0].stack}
     planned = [planned_key(source, environment, model, model_for(model)[0], case) for model, case in matrix]
     assert planned and all(key in done for key in planned)  # a re-run of this matrix measures nothing again
+
+
+def test_calibrate_trace_on_a_vlm_traces_the_vlm():
+    import json
+
+    from click.testing import CliRunner
+
+    from vramplan.cli import cli
+
+    result = CliRunner().invoke(cli, ["calibrate", "--trace", "--model", "qwen2-vl-2b", "--method", "lora", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output[result.output.index("{"):])
+    assert doc["stage"] == 2 and doc["image_tokens"] == 258 and doc["trainable_by_component"]["projector"] == 34_087_936
+    assert any(name.startswith("vision/") for name in doc["components"]) and abs(doc["error_pct"]) < 2
