@@ -129,14 +129,14 @@ def first_layer_savings(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted
     method = run.method_record
     if method.adapter is None or run.grad_ckpt:
         return 0
+    experts_only = experts_only_first_layer_bytes(model, run, dt, adapted)  # LoRA on a MoE's experts alone
+    if experts_only is not None:
+        return layer_activations(model, run, dt, adapted).total - experts_only
     frozen_layer = layer_activations(model, run, dt, ())
     return method.adapter.first_layer_savings(model, run, dt, adapted, frozen_layer, _norm_saved_bytes(model, run, dt))
 
 
 def checkpoint_inputs_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
-    experts_only = experts_only_first_layer_bytes(model, run, dt, adapted)  # LoRA on a MoE's experts alone
-    if experts_only is not None:
-        return layer_activations(model, run, dt, adapted).total - experts_only
     """Non-reentrant checkpointing keeps each layer's input hidden state and nothing else."""
     return model.num_layers * dt.stream_bytes * run.tokens * model.hidden_size
 
