@@ -74,8 +74,12 @@ def overview_section(resolved, spec, gpus, run: RunConfig, vlm, methods, estimat
     )
 
 
-def components_section(gpus, estimates_by_gpu: dict, heading: str = "Components per stage", caption_note: str = "") -> Section:
-    """Stacked bars per (stage, method) at the first GPU's calibration, every GPU's memory as a line; a fit table."""
+def components_section(gpus, estimates_by_gpu: dict, heading: str = "Components per stage", caption_note: str = "",
+                       limit: tuple[int, str] | None = None) -> Section:
+    """Stacked bars per (stage, method) at the first GPU's calibration, every GPU's memory as a line; a fit table.
+
+    `limit`: (bytes, label) of a recommendation's fit limit, drawn as its own line.
+    """
     reference = estimates_by_gpu[gpus[0].key]
     labels = [stage_label(est) for est in reference]
     parts = [parts_at_peak(est.breakdown) for est in reference]
@@ -85,6 +89,7 @@ def components_section(gpus, estimates_by_gpu: dict, heading: str = "Components 
         title=f"Peak memory by component and stage: {_short(first.spec.name)}",
         subtitle=f"{first.plan.llm_tokens:,} image tokens + text = {first.run.seq_len:,} tokens, batch {first.run.batch}; "
                  f"bars total device used at {gpus[0].name}'s calibration; dashed lines: GPU memory",
+        limit=limit,
     )
     rows = [(PART_TITLES[part], *[_bytes_cell(p[part]) if p[part] else Cell("-") for p in parts]) for part in PARTS]
     rows += [
@@ -225,7 +230,9 @@ def vlm_advice_page(advice, document: dict) -> str:
         facts=tuple(facts),
         bullets=(*advice.reasons, *(reason for stage in stages for reason in stage.reasons)),
     )
-    components = components_section([gpu], {gpu.key: [stage.estimate for stage in stages]}, heading="Both stages, component by component")
+    limit = (advice.budget_bytes, f"fit limit {_gib(advice.budget_bytes)} ({advice.margin_ratio:.0%} margin kept free)")
+    components = components_section([gpu], {gpu.key: [stage.estimate for stage in stages]}, heading="Both stages, component by component",
+                                    limit=limit)
     return render_page(
         f"Two-stage plan for {_short(document['model']['name'])} on {gpu.name}",
         [plan, components],

@@ -35,10 +35,12 @@ def parts_at_peak(breakdown) -> dict[str, int]:
     return totals
 
 
-def components_figure(labels: list[str], parts: list[dict[str, int]], gpus, title: str, subtitle: str = "") -> go.Figure:
+def components_figure(labels: list[str], parts: list[dict[str, int]], gpus, title: str, subtitle: str = "",
+                      limit: tuple[int, str] | None = None) -> go.Figure:
     """One stacked bar per (stage, method): the components at that stage's peak, each GPU's memory a line.
 
-    `labels` are plain text (escaped here); `parts[i]` maps each of PARTS to bytes.
+    `labels` are plain text (escaped here); `parts[i]` maps each of PARTS to bytes; `limit`
+    (bytes, plain-text label) draws a recommendation's fit limit under the GPU's memory.
     """
     fig = go.Figure()
     x = [esc(label) for label in labels]
@@ -56,6 +58,10 @@ def components_figure(labels: list[str], parts: list[dict[str, int]], gpus, titl
     for label, total in zip(x, totals):
         fig.add_annotation(x=label, y=gib(total), yanchor="bottom", showarrow=False, text=f"<b>{gib(total):.1f} GiB</b>", font={"size": 13})
     _gpu_lines(fig, gpus)
+    if limit is not None:
+        fig.add_hline(y=gib(limit[0]), line={"color": "#b2182b", "width": 1.4, "dash": "dot"},
+                      annotation={"text": esc(limit[1]), "font": {"size": 12, "color": "#b2182b"}, "bgcolor": "rgba(255,255,255,0.88)"},
+                      annotation_position="top left")
     top = max([gib(t) for t in totals] + [gib(g.total_bytes) for g in gpus] + [1.0])
     _base_layout(fig, title, 600, subtitle)
     fig.update_layout(

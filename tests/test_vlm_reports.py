@@ -176,7 +176,8 @@ def test_recommend_html_for_a_vlm(tmp_path):
     result = invoke("recommend", "--model", "qwen2-vl-7b", "--gpu", "t4", "--dataset-size", "5000", "--image-size", "448x448", "--html", out)
     assert result.exit_code == 0, result.output
     page = out.read_text(encoding="utf-8")
-    for text in ("<h2>The two-stage plan</h2>", "stage 1 · LLM frozen (QLoRA base)", "stage 2 · QLoRA r16", "5,000 examples (1K-10K)"):
+    for text in ("<h2>The two-stage plan</h2>", "stage 1 · LLM frozen (QLoRA base)", "stage 2 · QLoRA r16", "5,000 examples (1K-10K)",
+                 "fit limit 13.85 GiB (5% margin kept free)"):
         assert text in page, text
     assert_charts_drawn(page, rendered_dom(out, tmp_path), expected=1)
     print(f"screenshot: {screenshot(out, tmp_path, 'recommend-qwen2-vl-7b-t4.png')}")
