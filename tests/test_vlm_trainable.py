@@ -8,6 +8,14 @@ from vramplan.planner.vision import vlm_spec_from_config
 from vramplan.planner.vision.run import VlmRun
 from vramplan.planner.vlm_estimate import estimate_vlm
 
+# a tiny Qwen2.5-VL: its tower's SwiGLU names (gate_proj, up_proj, down_proj) are the LLM's too
+QWEN25_VL = {
+    **{k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "vision_config"}, "model_type": "qwen2_5_vl",
+    "vision_config": {"depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 256,
+                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [1]},
+}
+TARGET_MODELS = {**VLM_PROBE_MODELS, "tiny-qwen2.5-vl": QWEN25_VL}
+
 CASES = [
     ("lora", ("all-linear",), VlmRun(stage=1)),
     ("lora", ("all-linear",), VlmRun(stage=2)),
@@ -19,24 +27,16 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("model", sorted(VLM_PROBE_MODELS))
+@pytest.mark.parametrize("model", sorted(TARGET_MODELS))
 @pytest.mark.parametrize("method,targets,vlm", CASES)
 def test_trainable_counts_equal_peft_on_meta(model, method, targets, vlm):
-    config = VLM_PROBE_MODELS[model]
+    config = TARGET_MODELS[model]
     run = RunConfig(method=method, targets=targets, rank=8, device_kind="cpu", seq_len=1024)
     built = build_vlm(config, run, vlm, meta=True)
     measured = trainable_by_component(built, config["model_type"])
     estimated = estimate_vlm(vlm_spec_from_config(config, model), run, vlm).trainable
     assert measured == estimated
 
-
-# a tiny Qwen2.5-VL: its tower's SwiGLU names (gate_proj, up_proj, down_proj) are the LLM's too
-QWEN25_VL = {
-    **{k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "vision_config"}, "model_type": "qwen2_5_vl",
-    "vision_config": {"depth": 2, "hidden_size": 128, "intermediate_size": 256, "num_heads": 4, "out_hidden_size": 256,
-                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [1]},
-}
-TARGET_MODELS = {**VLM_PROBE_MODELS, "tiny-qwen2.5-vl": QWEN25_VL}
 
 
 def _peft_wrapped(config: dict, targets) -> dict[str, int]:
