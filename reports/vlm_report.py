@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .estimate_json import stack_dict
+from .estimate_table import stack_line
 from ..planner.breakdown import PHASES
 from ..planner.methods import method_record
 from ..planner.units import GIB
@@ -60,6 +62,7 @@ def vlm_document(estimates: list, note: str, schedule: str | None) -> dict:
         "image_tokens": first.plan.llm_tokens,
         "images": _images(first),
         "schedule": schedule,
+        "stack": stack_dict(first.run),  # the transformers version modelled (planner/stack.py)
         "stage": first.vlm.stage if len(estimates) == 1 else [e.vlm.stage for e in estimates],
         "peak_stage": peak.vlm.stage,
         "peak_device_used_bytes": peak.breakdown.device_used_bytes,
@@ -93,6 +96,7 @@ def render_vlm(console, estimates: list, note: str) -> None:
     console.print(f"images: {first.vlm.images} per example [{sizes}] · image tokens {plan.llm_tokens:,} + text {run.seq_len - plan.llm_tokens:,} = seq {run.seq_len:,}")
     console.print(f"batch {run.batch} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · {run.optimizer} · {run.precision} · vision {first.vlm.vision} · projector {first.vlm.projector}"
                   + (" · vision NF4" if first.vlm.quantize_vision else ""))
+    console.print(stack_line(run))  # the transformers version modelled (planner/stack.py)
     console.print(_targets_line(first))
     gpu = first.gpu
     title = "Peak memory per component and term (GiB, 2^30 bytes)" + (f" on {gpu.name}, {gpu.total_bytes / GIB:.2f} GiB" if gpu else "")

@@ -144,3 +144,12 @@ def test_stored_runs_are_modelled_for_their_stack(libraries, expected):
 
     record = SimpleNamespace(run_config={"method": "lora", "targets": ["all-linear"]}, environment={"libraries": libraries})
     assert run_of(record).transformers_version == expected
+
+
+def test_vlm_header_and_json_say_which_version():
+    args = ["estimate", "--model", "qwen2-vl-7b", "--transformers-version", "4.46.0"]
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    assert "modelled for transformers 4.46.0 (--transformers-version) · loss: shift-copy" in table.output
+    document = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    assert document["stack"] == {"transformers": "4.46.0", "source": "flag", "loss_path": "shift-copy", "sdpa_enable_gqa": False}
