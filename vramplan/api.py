@@ -3,7 +3,7 @@
 >>> from vramplan import estimate, recommend
 >>> result = estimate("8b", gpu="t4", method="qlora")
 >>> result  # doctest: +ELLIPSIS
-QLoRA on meta-llama/Meta-Llama-3-8B, batch 1 x 2048: ... GiB peak allocated, ... GiB device used; fits NVIDIA Tesla T4 (... GiB to spare)
+QLoRA on meta-llama/Llama-3.1-8B, batch 1 x 2048: ... GiB peak allocated, ... GiB device used; fits NVIDIA Tesla T4 (... GiB to spare)
 >>> result.fits, result.max_batch >= 1, result.peak_phase
 (True, True, 'forward')
 >>> sorted(result.components)[:3]
