@@ -62,21 +62,23 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     eager = run.attention == "eager" or (run.attention == "sdpa" and not model.sdpa)  # Gemma-2: sdpa runs eager
     # a window the sequence reaches, or packed examples (--packing: block-diagonal by position ids)
     masked = run.attention == "sdpa" and not eager and (0 < model.sliding_window <= run.seq_len or run.packing)
+    # repeat_kv copies k and v, except from a single kv head: expanding it is a view (Gemma-2B, Gemma 3 1B)
+    kv_copies = 2 * attn_dtype * t * (q_dim - kv_dim) if model.num_kv_heads > 1 else 0
     if masked:
         # either way transformers builds an explicit mask, so SDPA gets k/v repeated
         # to all heads (use_gqa_in_sdpa) and keeps the mask as a float copy in q's dtype, per layer
-        attention += 2 * attn_dtype * t * (q_dim - kv_dim) + attn_dtype * run.batch * run.seq_len * run.seq_len
+        attention += kv_copies + attn_dtype * run.batch * run.seq_len * run.seq_len
     # transformers < 4.54 repeats k and v to all heads before SDPA, mask or not (planner/stack.py)
     repeated = run.attention == "sdpa" and not eager and not masked and not stack_for(run.transformers_version).sdpa_enable_gqa
     if repeated:
-        attention += 2 * attn_dtype * t * (q_dim - kv_dim)
-    if model.fused_qkv and not ((masked or eager or repeated) and model.num_kv_heads != model.num_heads):  # else repeat_kv copies v
+        attention += kv_copies
+    if model.fused_qkv and not ((masked or eager or repeated) and model.num_kv_heads not in (1, model.num_heads)):  # else repeat_kv copies v
         # q, k, v are views of one qkv_proj output (Phi-3): SDPA's saved v keeps all of it alive
         attention += attn_dtype * t * (q_dim + kv_dim)
     if eager:
         # repeat_kv materialises k, v at full head count; softmax runs in fp32 and is saved,
         # then cast back and saved again by probs @ v
-        if model.num_kv_heads != model.num_heads:
+        if model.num_kv_heads not in (1, model.num_heads):
             attention += 2 * lo * t * (q_dim - kv_dim)
         # Gemma-2 caps the scores first, cap * tanh(scores / cap): tanh keeps its output (probe-gemma2)
         capped = lo if model.attn_softcap else 0

@@ -76,3 +76,32 @@ def test_tied_embeddings_counted_once():
         model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**CONFIG))
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert spec.base_params == sum(p.numel() for p in model.parameters())
+
+
+def test_repeating_one_kv_head_is_a_view():
+    """transformers' repeat_kv expands then reshapes: from one kv head (Gemma-2B, Gemma 3 1B) that
+    reshape is a view, so an explicit mask costs SDPA no k/v copies; from two it copies."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    one = torch.randn(2, 1, 16, 8)
+    assert repeat_kv(one, 4).untyped_storage().data_ptr() == one.untyped_storage().data_ptr()
+    two = torch.randn(2, 2, 16, 8)
+    assert repeat_kv(two, 2).untyped_storage().data_ptr() != two.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("kv_heads, copies", [(1, False), (2, True)])
+def test_masked_attention_charges_kv_copies_only_when_repeat_copies(kv_heads, copies):
+    from dataclasses import replace
+
+    from vramplan.planner.activations import layer_activations
+
+    config = {**PROBE_MODELS["probe-gemma3"], "num_key_value_heads": kv_heads}
+    spec = spec_from_config(config, "probe-gemma3")
+    windowed = RunConfig(method="lora", batch=BATCH, seq_len=256, precision="bf16", device_kind="cpu", grad_ckpt=False)
+    short = replace(windowed, seq_len=128 - 1)  # below the 128-token window: no explicit mask
+    dt = dtype_plan(windowed)
+    per_token = layer_activations(spec, short, dt, ()).attention / short.tokens
+    masked = layer_activations(spec, windowed, dt, ()).attention
+    mask = 2 * BATCH * 256 * 256
+    kv_copies = 2 * 2 * windowed.tokens * (spec.num_heads - kv_heads) * spec.head_dim
+    assert masked == per_token * windowed.tokens + mask + (kv_copies if copies else 0)
