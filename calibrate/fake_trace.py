@@ -195,7 +195,8 @@ def trace_patches(run: RunConfig):
 
     def grouped_mm_meta(mat_a, mat_b, scale_a, scale_b, offs=None, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
         # torch's meta grouped_mm checks for bf16 only (the CUDA fast path); fp32 experts (a 4-bit base
-        # upcasts them) run the same op on CPU and through aten's fallback on CUDA: same shapes, in fp32
+        # upcasts them) run the same op on CPU (measured): same shapes, in fp32. Whether CUDA's kernel
+        # takes fp32 is not checked here (a GPU session should: QLoRA on a MoE depends on it)
         if scale_a is None and mat_a.dtype == mat_b.dtype == torch.float32:
             out = orig_grouped_meta(mat_a.to(torch.bfloat16), mat_b.to(torch.bfloat16), None, None, offs, bias, scale_result, out_dtype, use_fast_accum)
             return torch.empty_strided(out.shape, out.stride(), dtype=torch.float32, device=out.device)
