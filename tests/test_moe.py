@@ -211,3 +211,36 @@ def test_catalog_moe_matches_peft(hub_id):
             kwargs = moe_lora_kwargs(model, targets, 16, 32) or {"target_modules": resolve_target_modules(model, targets)}
             lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, **kwargs))
         assert lora.get_nb_trainable_parameters()[0] == adapter_params(spec, resolve_targets(spec, targets), 16, False), targets
+
+
+@pytest.mark.slow
+def test_worst_case_routing_needs_the_same_memory(monkeypatch):
+    """`routing.worst_case_extra_bytes` is 0: every token sent to the same k experts (router zeroed, so
+    top-k takes the same experts for all) peaks at exactly the bytes of the model's own routing."""
+    import torch
+
+    import vramplan.calibrate.cpu_probe as cpu_probe
+    from vramplan.calibrate.probe_models import PROBE_MODELS
+
+    run = RunConfig(device_kind="cpu", precision="bf16", batch=1, seq_len=128, dropout=0.0, method="lora", targets=("all-linear",), grad_ckpt=False)
+    own = cpu_probe.measure_cpu(PROBE_MODELS["probe-mixtral"], run, steps=2)["steady_peak_bytes"]
+    build, counts = cpu_probe.build_model, []
+
+    def skewed(*args, **kwargs):
+        model = build(*args, **kwargs)
+        for name, module in model.named_modules():
+            if name.endswith("mlp.gate") and hasattr(module, "weight"):
+                with torch.no_grad():
+                    module.weight.zero_()
+                def count(m, i, o):
+                    counts.append(torch.bincount(o[2].flatten(), minlength=8).tolist())  # no tensor outlives the step
+                    handle.remove()
+
+                handle = module.register_forward_hook(count)
+                break  # the first layer's routing, seen in the first step only (the steady peak is measured after)
+        return model
+
+    monkeypatch.setattr(cpu_probe, "build_model", skewed)
+    worst = cpu_probe.measure_cpu(PROBE_MODELS["probe-mixtral"], run, steps=2)["steady_peak_bytes"]
+    assert sorted(counts[0])[-2:] == [128, 128] and sum(counts[0]) == 256  # all tokens on two experts
+    assert worst == own
