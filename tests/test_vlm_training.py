@@ -249,3 +249,17 @@ def test_interrupted_stage_resumes_from_its_checkpoint(tiny, tmp_path):
     assert (result.start_step, result.steps, len(result.losses)) == (2, 3, 3)
     with pytest.raises(ConfigError, match="holds a stage-1 run, not stage 2"):
         train_vlm(_config(tiny, out, db, max_steps=3, resume=True, vlm=VlmRun(stage=2)))
+
+
+def test_vision_lora_trains_at_its_scaled_lr(tiny, tmp_path):
+    from vramplan.calibrate.store import Store
+    from vramplan.calibrate.trainer.vlm_loop import train_vlm
+
+    out, db = tmp_path / "out", tmp_path / "runs.db"
+    train_vlm(_config(tiny, out, db, max_steps=2, vlm=VlmRun(stage=2, vision="lora"), learning_rate=2e-4, vision_lr_scale=0.5, projector_lr=1e-3))
+    state = torch.load(checkpoint_dirs(out)[-1] / STATE_FILE, weights_only=True)
+    lrs = {group["component"]: group["initial_lr"] for group in state["optimizer"]["param_groups"]}
+    assert lrs == {"projector": 1e-3, "llm": 2e-4, "vision": 1e-4}
+    record = Store.open(db).runs()[-1]
+    assert record.run_config["vlm"]["vision"] == "lora"
+    assert abs(record.est_peak_allocated_bytes / record.peak_allocated_bytes - 1) < 0.05
