@@ -62,3 +62,35 @@ def test_stored_runs_carry_their_provenance(tmp_path):
         assert run.environment["libraries"]["torch"] and run.environment["stack"] == run.stack
         assert run.command and run.command.startswith("vramplan calibrate")
         assert run.created_at and run.est_peak_allocated_bytes > 0
+
+
+def _cuda_table_lines(tmp_path) -> list[str]:
+    """The README's CUDA table, recomputed from the shipped store with the current model."""
+    import collections
+
+    from vramplan.calibrate.fit import estimate_for
+    from vramplan.planner.overhead import Corrections
+
+    with _open_copy(DATA / "cuda-h200.db", tmp_path) as store:
+        rows = store.runs(outcome="ok")
+    groups = collections.defaultdict(list)
+    for run in rows:
+        error = (estimate_for(run, Corrections()).peak_allocated_bytes / run.peak_allocated_bytes - 1) * 100
+        groups[(run.run_config["method"], run.run_config["grad_ckpt"])].append(error)
+    lines = []
+    for (method, ckpt), errors in sorted(groups.items()):
+        worst = max(errors, key=abs)
+        lines.append(f"| {method} | {'on' if ckpt else 'off'} | {len(errors)} | {statistics.median(errors):+.1f} % | {worst:+.1f} % |")
+    return lines
+
+
+def test_the_cuda_store_is_real_gpu_data_and_the_readme_publishes_its_error(tmp_path):
+    with _open_copy(DATA / "cuda-h200.db", tmp_path) as store:
+        runs = store.runs()
+    assert len(runs) >= 200
+    for run in runs:
+        assert run.source == "cuda" and run.device_name == "NVIDIA H200"
+        assert run.environment["driver"] and run.environment["cuda_runtime"] and run.environment["libraries"]["bitsandbytes"]
+    readme = (DATA.parents[1] / "README.md").read_text()
+    for line in _cuda_table_lines(tmp_path):
+        assert line in readme, line
