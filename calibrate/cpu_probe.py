@@ -127,15 +127,17 @@ def run_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, ids,
     model.train()
     for step in range(steps):
         tracker.step = step
-        with tracker.phase("forward"):
-            with autocast_context(run):
-                loss = training_loss(model, run, ids, labels, **(inputs or {}))  # the model's own loss, or --loss chunked
-            # Trainer keeps only the loss: the logits die with the model's outputs
-        with tracker.phase("backward"):
-            loss.backward()
-        if step == 0:
-            out["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable if p.grad is not None])
-        out["losses"].append(float(loss.detach()) if record_loss else None)
+        for _ in range(run.grad_accum):  # micro-batches: the later ones add into the kept gradients
+            with tracker.phase("forward"):
+                with autocast_context(run):
+                    loss = training_loss(model, run, ids, labels, **(inputs or {}))  # the model's own loss, or --loss chunked
+                    loss = loss / run.grad_accum if run.grad_accum > 1 else loss  # as HF Trainer scales it
+                # Trainer keeps only the loss: the logits die with the model's outputs
+            with tracker.phase("backward"):
+                loss.backward()
+            if step == 0 and "grad_bytes" not in out:
+                out["grad_bytes"] = unique_storage_bytes([p.grad for p in trainable if p.grad is not None])
+        out["losses"].append(float(loss.detach()) * run.grad_accum if record_loss else None)
         del loss
         with tracker.phase("optimizer"):
             optimizer.step()

@@ -46,7 +46,7 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe() + _cpu_kbit_no_upcast()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe() + _cpu_kbit_no_upcast() + _cpu_grad_accum()
 
 
 def _cpu_savers() -> list[tuple[str, RunConfig]]:
@@ -79,6 +79,20 @@ def _cpu_kbit_no_upcast() -> list[tuple[str, RunConfig]]:
         ("probe-gemma2", replace(base, attention="eager")),
         ("probe-qwen3", replace(base, grad_ckpt=False)),
         ("probe-qwen2", replace(base, targets=("attention",), rank=4)),
+    ]
+
+
+def _cpu_grad_accum() -> list[tuple[str, RunConfig]]:
+    """Gradient accumulation: the kept gradients live through the later micro-batches."""
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, method="lora", grad_accum=4)
+    return [
+        ("probe-llama", base),
+        ("probe-llama", replace(base, grad_ckpt=False, grad_accum=2)),
+        ("probe-llama", replace(base, method="qlora")),
+        ("probe-llama", replace(base, method="dora", targets=("attention",))),
+        ("probe-llama", replace(base, method="full", grad_ckpt=False, grad_accum=2)),
+        ("probe-llama", replace(base, method="full")),
+        ("probe-qwen3", replace(base, rank=64)),
     ]
 
 
@@ -220,7 +234,16 @@ def _trace(preset: str) -> list[tuple[str, RunConfig]]:
     runs = []
     for model, method, ckpt in product(TRACE_MODELS[preset], METHODS, (True, False)):
         runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, batch=1, seq_len=2048, device_kind="cuda")))
-    return runs + (_trace_moe() + _trace_long_context() if preset == "standard" else [])
+    return runs + (_trace_moe() + _trace_long_context() + _trace_grad_accum() if preset == "standard" else [])
+
+
+def _trace_grad_accum() -> list[tuple[str, RunConfig]]:
+    """Gradient accumulation at full size: 4 micro-batches per step."""
+    base = RunConfig(batch=1, seq_len=2048, device_kind="cuda", grad_accum=4)
+    llama = "meta-llama/Llama-3.1-8B"
+    return [(llama, replace(base, method=m)) for m in ("lora", "qlora", "full")] + [
+        (llama, replace(base, method="lora", grad_ckpt=False, targets=("attention",))),
+    ]
 
 
 def _trace_long_context() -> list[tuple[str, RunConfig]]:

@@ -130,13 +130,17 @@ def _reasons(run: RunConfig, gpu: GpuSpec, grad_accum: int, lr_reason: str, advi
     return tuple(reasons)
 
 
-def candidates(seq_len: int, precision: str, methods: tuple[str, ...], fixed: dict | None = None) -> list[RunConfig]:
-    """Every config the search tries; `fixed` settings (attention, packing, loss) are the same in all."""
+def candidates(seq_len: int, precision: str, methods: tuple[str, ...], fixed: dict | None = None, gpus: int = 1) -> list[RunConfig]:
+    """Every config the search tries; `fixed` settings (attention, packing, loss) are the same in all.
+
+    Each micro-batch comes with the accumulation that makes the effective batch, since
+    accumulated gradients stay live through the later micro-batches."""
     fixed = fixed or {}
     runs = []
     for method, ckpt, optimizer, batch in product(methods, (False, True), OPTIMIZERS, MICRO_BATCHES):
         if fixed.get("offload_activations") and not ckpt:
             continue  # offloading moves the checkpointed inputs: it needs checkpointing
+        fixed = {**fixed, "grad_accum": max(1, math.ceil(EFFECTIVE_BATCH / (batch * gpus)))}
         adapter = method_record(method).adapter
         if adapter is None or not adapter.uses_rank:
             runs.append(RunConfig(method=method, batch=batch, seq_len=seq_len, grad_ckpt=ckpt, optimizer=optimizer, precision=precision, **fixed))
@@ -203,7 +207,7 @@ def recommend(
 
 def _fitting(model, gpu, seq_len, precision, methods, fixed, gpus, budget, corrections) -> list:
     fitting = []
-    for run in candidates(seq_len, precision, methods, fixed):
+    for run in candidates(seq_len, precision, methods, fixed, gpus):
         try:
             placed = _place(estimate(model, run, gpu, corrections), gpus, budget, corrections)
         except ConfigError:
@@ -260,7 +264,7 @@ def _nothing_fits(model, gpu, seq_len, margin_ratio, gpus, precision, correction
     message = f"nothing fits {model.name} on {'one' if gpus == 1 else gpus} {gpu.name} at seq-len {seq_len} with a {margin_ratio:.0%} margin"
     budget = gpu.total_bytes * (1 - margin_ratio)
     for method in FALLBACK_METHODS:
-        single = estimate(model, RunConfig(method=method, seq_len=seq_len, precision=precision), gpu, corrections)
+        single = estimate(model, RunConfig(method=method, seq_len=seq_len, precision=precision, grad_accum=EFFECTIVE_BATCH), gpu, corrections)
         for n in range(max(2, gpus + 1), 65):
             if shard(single, ParallelPlan("fsdp", n), corrections).breakdown.device_used_bytes <= budget:
                 label = method_record(method).title
@@ -274,7 +278,7 @@ def _longest_context(model, gpu, budget, precision, corrections) -> str:
     from .limits import max_seq_len
 
     lean = RunConfig(method=FALLBACK_METHODS[0], rank=4, targets=("attention",), seq_len=64, precision=precision,
-                     optimizer="paged-adamw-8bit", **{field: value for field, value, _, _ in SAVER_STEPS})
+                     optimizer="paged-adamw-8bit", grad_accum=EFFECTIVE_BATCH, **{field: value for field, value, _, _ in SAVER_STEPS})
     longest = max_seq_len(model, lean, replace(gpu, total_bytes=int(budget)), corrections)
     if not longest:
         return ""

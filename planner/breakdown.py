@@ -18,6 +18,12 @@ OPTIMIZER = "optimizer"  # inside optimizer.step(): gradients, states and the st
 PHASES = (FORWARD, BACKWARD, BACKWARD_END, OPTIMIZER)
 ALL_PHASES = frozenset(PHASES)
 
+
+def grad_phases(grad_accum: int) -> frozenset:
+    """When gradients are live: from their backward to the optimizer step, or (accumulating over
+    micro-batches) through every phase, since the next micro-batch adds into them."""
+    return ALL_PHASES if grad_accum > 1 else frozenset({BACKWARD_END, OPTIMIZER})
+
 # Which statistic a term belongs to.
 ALLOCATED = "allocated"  # live tensors: torch.cuda.max_memory_allocated sees them
 RESERVED = "reserved"  # caching-allocator slack: in max_memory_reserved, not in allocated

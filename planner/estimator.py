@@ -14,7 +14,7 @@ from .activations import (
     layer_transient_bytes,
     logits_bytes,
 )
-from .breakdown import BACKWARD, BACKWARD_END, FORWARD, OPTIMIZER, PHASES, MemoryBreakdown, Term
+from .breakdown import BACKWARD, BACKWARD_END, FORWARD, PHASES, MemoryBreakdown, Term, grad_phases
 from .dtypes import DtypePlan, dtype_plan
 from .moe import moe_backward_bytes, router_aux_loss_terms, upper_layer_grads_bytes
 from .optimizer import optimizer_terms
@@ -76,7 +76,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
         ]
         if model.num_experts:
             terms.append(Term("activations/experts_backward", moe_backward_bytes(model, run, dt), "the recomputed sparse layer's expert-loop gradients, all experts at once (planner/moe.py)", frozenset({BACKWARD})))
-            if run.method_record.trains_base:
+            if run.method_record.trains_base and run.grad_accum == 1:  # accumulating, grads/trainable holds them already
                 terms.append(Term("grads/upper_layers", upper_layer_grads_bytes(model, dt), f"gradients of layers 1..{model.num_layers - 1}, written before layer 0's recomputed backward", frozenset({BACKWARD})))
     else:
         first = first_layer_savings(model, run, dt, adapted)
@@ -116,7 +116,7 @@ def adapter_weight_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapte
     return [
         Term("weights/adapter", n * dt.adapter_bytes, f"{adapter.label}: {n:,} params x {dt.adapter_bytes} B (fp32 by default, as peft)"),
         # written layer by layer during backward: at its start (the recomputed top layer) almost none exist
-        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", frozenset({BACKWARD_END, OPTIMIZER})),
+        Term("grads/trainable", n * dt.adapter_bytes, "one gradient per adapter param", grad_phases(run.grad_accum)),
     ]
 
 

@@ -240,7 +240,7 @@ def _parallel_problems(config: dict) -> list[str]:
 def run_from_plan(plan: dict, label: str = "--plan") -> RunConfig:
     """The RunConfig a (validated) plan's `config` describes.
 
-    grad_accum, learning_rate and epochs do not change memory and are not part of it.
+    grad_accum is (accumulated gradients stay live); learning_rate and epochs do not change memory.
 
     Raises:
         ConfigError: the config lacks what an estimate needs, or holds impossible values.
@@ -251,6 +251,8 @@ def run_from_plan(plan: dict, label: str = "--plan") -> RunConfig:
         raise ConfigError(f"{label}: config has no {', '.join(missing)} (a truncated file?); {REWRITE}")
     values = {key: config[key] for key in ESTIMATE_KEYS}
     values.update({key: config[key] for key in OPTIONAL_RUN_KEYS + SAVER_KEYS if config.get(key) is not None})
+    if config.get("grad_accum") is not None:  # accumulated gradients stay live between micro-batches
+        values["grad_accum"] = config["grad_accum"]
     options = config.get("method_options")
     if options:
         if not isinstance(options, dict):

@@ -247,6 +247,9 @@ class RunConfig:
     # 4-bit-base methods: prepare_model_for_kbit_training's fp32 upcast of the unquantized weights;
     # False keeps embeddings, norms and lm_head 16-bit (no effect on other methods)
     kbit_upcast: bool = True
+    # micro-batches per optimizer step: above 1, the gradients outlive the step's own backward and
+    # are live through every later micro-batch's forward and backward
+    grad_accum: int = 1
     # the transformers version whose memory paths are modelled (planner/stack.py); None: the installed one
     transformers_version: str | None = None
 
@@ -332,6 +335,8 @@ def _run_problems(run: RunConfig):
         yield f"--dropout must be in [0, 1), got {run.dropout!r}"
     if not run.targets:
         yield "--targets is empty; give module names or one of: " + ", ".join(TARGET_PRESETS)
+    if not isinstance(run.grad_accum, int) or isinstance(run.grad_accum, bool) or run.grad_accum < 1:
+        yield f"--grad-accum must be a whole number of at least 1, got {run.grad_accum!r}"
     if not isinstance(run.kbit_upcast, bool):
         yield f"--kbit-upcast must be true or false, got {run.kbit_upcast!r}"
     if run.transformers_version is not None:

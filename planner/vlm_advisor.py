@@ -145,7 +145,8 @@ class _Search:
                 continue  # offloading moves the checkpointed inputs: it needs checkpointing
             for optimizer in OPTIMIZERS:
                 for batch in MICRO_BATCHES:
-                    est = estimate_vlm(self.spec, replace(run, grad_ckpt=ckpt, optimizer=optimizer, batch=batch), vlm, self.gpu, self.corrections)
+                    accum = max(1, math.ceil(EFFECTIVE_BATCH / batch))  # accumulated gradients stay live
+                    est = estimate_vlm(self.spec, replace(run, grad_ckpt=ckpt, optimizer=optimizer, batch=batch, grad_accum=accum), vlm, self.gpu, self.corrections)
                     if est.breakdown.device_used_bytes <= self.budget:
                         return est
         return None
@@ -231,7 +232,7 @@ def _climb(search: _Search, rungs: list[Rung], vlm: VlmRun, seq_len: int, savers
 def _least(search: _Search, rung: Rung, seq_len: int, vlm: VlmRun) -> str:
     """What `rung`'s stage 2 needs at its leanest settings (micro-batch 1, checkpointing, paged 8-bit Adam)."""
     run = RunConfig(method=rung.method, rank=rung.rank or 16, seq_len=seq_len, precision=search.precision, batch=1,
-                    grad_ckpt=True, optimizer="paged-adamw-8bit")
+                    grad_ckpt=True, optimizer="paged-adamw-8bit", grad_accum=EFFECTIVE_BATCH)
     try:
         est = estimate_vlm(search.spec, run, replace(vlm, stage=2, vision=rung.vision), search.gpu, search.corrections)
     except ConfigError:
@@ -300,7 +301,7 @@ def _resolution_cost(spec: VlmSpec, asked: VlmRun, sized: VlmRun, requested: int
 
 def _nothing_fits(search: _Search, lean: Rung, vlm: VlmRun, seq_len: int | None, margin_ratio: float) -> str:
     run = RunConfig(method=lean.method, rank=lean.rank or 4, seq_len=seq_len or _default_seq_len(search.spec, vlm), precision=search.precision,
-                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, **{field: value for field, value, _, _ in VLM_SAVER_STEPS})
+                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, grad_accum=EFFECTIVE_BATCH, **{field: value for field, value, _, _ in VLM_SAVER_STEPS})
     try:
         used = estimate_vlm(search.spec, run, replace(vlm, vision="freeze", quantize_vision=lean.quantize_vision), search.gpu, search.corrections).breakdown.device_used_bytes
         pixels = f" at --max-pixels {vlm.max_pixels:,}" if vlm.max_pixels else ""

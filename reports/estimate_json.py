@@ -18,6 +18,7 @@ def config_dict(result: MethodResult) -> dict:
         "dropout": run.dropout if run.uses_rank else None,
         "targets": list(result.estimate.adapted),
         "batch": run.batch,
+        "grad_accum": run.grad_accum,
         "seq_len": run.seq_len,
         "grad_ckpt": run.grad_ckpt,
         "optimizer": run.optimizer,

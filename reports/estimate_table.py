@@ -36,7 +36,7 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
     run = est.run
     line = (
         f"model {model_note} · {est.model.base_params / 1e9:.2f}B params\n"
-        f"batch {run.batch} · seq {run.seq_len} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · "
+        f"batch {run.batch}{f' x {run.grad_accum} accumulated' if run.grad_accum > 1 else ''} · seq {run.seq_len} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · "
         f"{run.optimizer} · {run.precision} · {run.attention} attention"
     )
     savers = saver_labels(run)

@@ -14,35 +14,35 @@ from vramplan.planner.interop import EXPORTS, read_tool_configs
 DATA = Path(__file__).parent / "data" / "interop"
 GPU = ["--gpu", "a100-80gb"]
 
-# (files, extra flags with --from, the same run as plain flags)
+# (files, extra flags with --from, the same run as plain flags; --grad-accum: the file's accumulation steps)
 CASES = {
     "axolotl qlora": (["axolotl-llama3-qlora.yml"], [], [
         "--model", "meta-llama/Meta-Llama-3-8B", "--method", "qlora", "--rank", "32", "--alpha", "16", "--dropout", "0.05",
         "--targets", "all-linear", "--batch", "2", "--seq-len", "4096", "--grad-ckpt", "--optimizer", "paged-adamw-32bit",
-        "--attention", "flash", "--double-quant", "--packing"]),
+        "--attention", "flash", "--double-quant", "--packing", "--grad-accum", "4"]),
     "axolotl full zero3": (["axolotl-qwen-full-zero3.yml"], ["--gpus", "8"], [
         "--model", "Qwen/Qwen2.5-7B", "--method", "full", "--batch", "1", "--seq-len", "2048", "--grad-ckpt",
-        "--optimizer", "adamw", "--precision", "bf16", "--attention", "sdpa", "--gpus", "8", "--strategy", "zero3", "--loss", "fused"]),
+        "--optimizer", "adamw", "--precision", "bf16", "--attention", "sdpa", "--gpus", "8", "--strategy", "zero3", "--loss", "fused", "--grad-accum", "16"]),
     "llama-factory lora": (["llama-factory-llama3-lora-sft.yaml"], [], [
         "--model", "meta-llama/Meta-Llama-3-8B-Instruct", "--method", "lora", "--rank", "8", "--dropout", "0",
         "--targets", "all-linear", "--batch", "1", "--seq-len", "2048", "--grad-ckpt", "--optimizer", "adamw",
-        "--precision", "bf16", "--attention", "sdpa"]),
+        "--precision", "bf16", "--attention", "sdpa", "--grad-accum", "8"]),
     "llama-factory qdora": (["llama-factory-qwen-qlora.yaml"], [], [
         "--model", "Qwen/Qwen2.5-7B", "--method", "qdora", "--rank", "16", "--alpha", "32", "--dropout", "0.05",
         "--targets", "q_proj,k_proj,v_proj,o_proj", "--batch", "4", "--seq-len", "1024", "--grad-ckpt",
-        "--optimizer", "paged-adamw-8bit", "--precision", "bf16", "--attention", "flash", "--no-double-quant"]),
+        "--optimizer", "paged-adamw-8bit", "--precision", "bf16", "--attention", "flash", "--no-double-quant", "--grad-accum", "4"]),
     "trl sft yaml": (["trl-sft-qwen-lora.yaml"], [], [
         "--model", "Qwen/Qwen2.5-0.5B", "--method", "lora", "--rank", "32", "--alpha", "16", "--dropout", "0.05",
         "--targets", "q_proj,v_proj", "--batch", "2", "--seq-len", "1024", "--grad-ckpt", "--optimizer", "adamw",
-        "--precision", "bf16-mixed", "--attention", "sdpa", "--packing"]),
+        "--precision", "bf16-mixed", "--attention", "sdpa", "--packing", "--grad-accum", "8"]),
     "TrainingArguments json + adapter_config": (["hf-training-args.json", "adapter_config.json"], ["--method", "qlora", "--seq-len", "512"], [
         "--model", "meta-llama/Llama-3.2-1B", "--method", "qlora", "--rank", "16", "--alpha", "32", "--dropout", "0.1",
         "--targets", "all-linear", "--batch", "4", "--seq-len", "512", "--grad-ckpt", "--optimizer", "paged-adamw-8bit",
-        "--precision", "bf16", "--attention", "sdpa"]),
+        "--precision", "bf16", "--attention", "sdpa", "--grad-accum", "4"]),
     "torchtune lora": (["torchtune-llama3-8b-lora.yaml"], ["--seq-len", "2048"], [
         "--model", "meta-llama/Meta-Llama-3-8B", "--method", "lora", "--rank", "8", "--alpha", "16", "--dropout", "0",
         "--targets", "q,v,o,mlp", "--batch", "2", "--seq-len", "2048", "--grad-ckpt", "--optimizer", "adamw",
-        "--precision", "bf16", "--adapter-dtype", "bf16", "--attention", "sdpa"]),
+        "--precision", "bf16", "--adapter-dtype", "bf16", "--attention", "sdpa", "--grad-accum", "8"]),
     "torchtune qlora": (["torchtune-llama3_2-1b-qlora.yaml"], [], [
         "--model", "meta-llama/Llama-3.2-1B", "--method", "qlora", "--rank", "64", "--alpha", "128", "--dropout", "0",
         "--targets", "q,v,o,mlp", "--batch", "4", "--seq-len", "2048", "--grad-ckpt", "--optimizer", "paged-adamw-8bit",
@@ -50,7 +50,7 @@ CASES = {
     "accelerate fsdp + trl": (["accelerate-fsdp.yaml", "trl-sft-qwen-lora.yaml"], [], [
         "--model", "Qwen/Qwen2.5-0.5B", "--method", "lora", "--rank", "32", "--alpha", "16", "--dropout", "0.05",
         "--targets", "q_proj,v_proj", "--batch", "2", "--seq-len", "1024", "--grad-ckpt", "--optimizer", "adamw",
-        "--precision", "bf16-mixed", "--attention", "sdpa", "--gpus", "4", "--strategy", "fsdp", "--packing"]),
+        "--precision", "bf16-mixed", "--attention", "sdpa", "--gpus", "4", "--strategy", "fsdp", "--packing", "--grad-accum", "8"]),
 }
 
 

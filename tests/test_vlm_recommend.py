@@ -16,10 +16,10 @@ from vramplan.planner.plan_file import (
 from vramplan.planner.specs import RunConfig
 from vramplan.planner.vision.run import VlmRun
 
-STAGE_1 = VlmStagePlan(stage=1, run=RunConfig(method="full", batch=4, seq_len=1024),
+STAGE_1 = VlmStagePlan(stage=1, run=RunConfig(method="full", batch=4, seq_len=1024, grad_accum=8),
                        vlm=VlmRun(stage=1, image_sizes=((448, 448),), max_pixels=200704),
                        learning_rate=1e-3, projector_lr=None, vision_lr_scale=0.0)
-STAGE_2 = VlmStagePlan(stage=2, run=RunConfig(method="lora", rank=16, alpha=32.0, batch=2, seq_len=1024),
+STAGE_2 = VlmStagePlan(stage=2, run=RunConfig(method="lora", rank=16, alpha=32.0, batch=2, seq_len=1024, grad_accum=8),
                        vlm=VlmRun(stage=2, image_sizes=((448, 448),), vision="lora"),
                        learning_rate=2e-4, projector_lr=1e-3, vision_lr_scale=0.1)
 

@@ -116,10 +116,11 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @click.option("--gpus", type=int, default=1, show_default=True, help="GPUs to spread the run over; with --strategy, memory is reported per GPU.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
 @click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
+@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step: above 1 the accumulated gradients stay live through every phase [default: 1, or the plan's].")
 @click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Model the memory paths of this transformers version (the causal-LM loss's shifted-logits copy before 4.49, SDPA's repeated k/v before 4.54) [default: the installed one].")
 @vlm_options
 @dataset_option
-def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, transformers_version, **kwargs):
+def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, grad_accum, transformers_version, **kwargs):
     """Estimate peak GPU memory of a fine-tuning run, term by term, per method.
 
     \b
@@ -157,6 +158,8 @@ def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, h
         parallel = parallel_plan(gpus, strategy, offload)
     if transformers_version is not None:  # RunConfig checks it (planner/stack.py)
         base_run = replace(base_run, transformers_version=transformers_version)
+    if grad_accum is not None:  # RunConfig checks it
+        base_run = replace(base_run, grad_accum=grad_accum)
     resolved = preflight.resolve_checked(model)
     if dataset is not None:  # vlm_dataset_cmd.py: the images of a real image-text file
         vlm_values = apply_dataset(dataset, resolved, vlm_values)

@@ -42,7 +42,7 @@ def next_config_down(run: RunConfig, grad_accum: int) -> tuple[RunConfig, int, s
         batch = _smaller_batch(run.batch)
         accum = grad_accum * (run.batch // batch)
         reason = f"--batch {batch} --grad-accum {accum} (half the micro-batch, same effective batch {batch * accum})"
-        return replace(run, batch=batch), accum, reason
+        return replace(run, batch=batch, grad_accum=accum), accum, reason
     if not run.grad_ckpt:
         return replace(run, grad_ckpt=True), grad_accum, "--grad-ckpt (gradient checkpointing: same result, ~30% slower)"
     if run.seq_len // 2 >= MIN_SEQ_LEN:

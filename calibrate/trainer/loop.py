@@ -157,7 +157,7 @@ class _Session:
         self.device = pick_device(c.device)
         self.model = load_model_dir(c.model_path)
         self.spec, _ = spec_from_path(self.model.path)
-        self.run = replace(c.run, device_kind=self.device)
+        self.run = replace(c.run, device_kind=self.device, grad_accum=c.grad_accum)  # accumulated grads outlive a micro-batch
         self.data = load_dataset(c.data_path, self.model.tokenizer, self.run.seq_len, c.skip_bad_rows, c.eval_fraction, c.seed)
         if c.merge and not self.model.weights:
             raise ConfigError(f"--merge: {self.model.path} has no *.safetensors weights to merge the adapter into")

@@ -103,7 +103,7 @@ class VlmSession(_Session):
         self.device = pick_device(c.device)
         self.model = load_vlm_dir(c.model_path)
         self.spec = vlm_spec_from_config(self.model.config, str(self.model.path.resolve()))
-        self.run = replace(c.run, device_kind=self.device)
+        self.run = replace(c.run, device_kind=self.device, grad_accum=c.grad_accum)  # accumulated grads outlive a micro-batch
         model_type = self.model.config["model_type"]
         self.image_id = vlm_data._image_token_id(self.model.processor, vlm_data.PLACEHOLDERS[model_type])
         qwen = model_type in ("qwen2_vl", "qwen2_5_vl")  # the families whose processor has a pixel cap

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from ..specs import RunConfig
 from .common import FLAGS, Imported, method_for
 
-RUN_FIELDS = ("rank", "alpha", "dropout", "targets", "batch", "seq_len", "grad_ckpt", "optimizer", "precision",
+RUN_FIELDS = ("rank", "alpha", "dropout", "targets", "batch", "grad_accum", "seq_len", "grad_ckpt", "optimizer", "precision",
               "attention", "double_quant", "adapter_dtype", "loss", "loss_chunk", "offload_activations", "packing")
 VRAMPLAN_DEFAULTS = {"seq_len": 2048, "batch": 1}  # what a file may leave to the data
 

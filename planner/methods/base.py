@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..breakdown import BACKWARD, BACKWARD_END, OPTIMIZER, Term
+from ..breakdown import BACKWARD, Term, grad_phases
 from ..dtypes import DtypePlan
 from ..specs import ModelSpec, RunConfig
 from .record import BaseWeights
@@ -39,11 +39,11 @@ def _trainable_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Te
     rest = model.base_params - head
     terms = [
         *dense_base(model, dt),
-        Term("grads/trainable", rest * dt.weight_bytes, f"{rest:,} grads x {dt.weight_bytes} B", frozenset({BACKWARD_END, OPTIMIZER})),
+        Term("grads/trainable", rest * dt.weight_bytes, f"{rest:,} grads x {dt.weight_bytes} B", grad_phases(run.grad_accum)),
     ]
     if head:
         terms.append(
-            Term("grads/lm_head", head * dt.weight_bytes, "lm_head gradient, written at the start of backward", frozenset({BACKWARD, BACKWARD_END, OPTIMIZER}))
+            Term("grads/lm_head", head * dt.weight_bytes, "lm_head gradient, written at the start of backward", grad_phases(run.grad_accum) | {BACKWARD})
         )
     return terms
 
