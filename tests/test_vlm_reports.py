@@ -7,7 +7,7 @@ The run records here are a test fixture: real estimates, made-up "measured" peak
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import pytest
 

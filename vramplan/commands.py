@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from .cli import RunOptions, _split, cli, options_from_kwargs, run_options
 from .interop_cmd import from_option
-from .planner.catalog import custom_gpu, resolve_gpu, resolve_model
+from .planner.catalog import custom_gpu, resolve_gpu
 from .planner.errors import ConfigError
 from .planner.methods import DEFAULT_METHODS, METHODS
 from .planner.specs import GpuSpec, RunConfig

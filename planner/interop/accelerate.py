@@ -147,7 +147,7 @@ def write(plan: ExportPlan, base: dict | None = None) -> tuple[dict, list[str]]:
                num_processes=plan.gpus, rdzv_backend="static", same_network=True, tpu_env=[], tpu_use_cluster=False,
                tpu_use_sudo=False, use_cpu=False)
     notes = ["the model, method, batch and sequence length are your script's: the # vramplan-plan line records the plan's",
-             f"launch: accelerate launch --config_file FILE your_training_script.py"]
+             "launch: accelerate launch --config_file FILE your_training_script.py"]
     return doc, notes
 
 
