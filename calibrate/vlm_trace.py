@@ -156,26 +156,13 @@ def trace_document(resolved, run: RunConfig, vlm: VlmRun | None = None) -> dict:
     from vramplan.planner.vision import vlm_spec_for
     from vramplan.planner.vlm_estimate import estimate_vlm
 
-    from .runner import tensor_peak_estimate
-    from .workflow import TRACE_STATISTIC
+    from .workflow import trace_summary
 
     vlm = vlm or VlmRun()
     estimate = estimate_vlm(vlm_spec_for(resolved), run, vlm)
-    estimated = tensor_peak_estimate(estimate.breakdown)
     result = trace_vlm_step(resolved.config, run, vlm)
-    measured = result["steady_peak_bytes"]
     return {
-        "model": resolved.spec.name,
-        "method": run.method,
-        "statistic": TRACE_STATISTIC,
-        "measured_bytes": measured,
-        "estimated_bytes": estimated,
-        "error_pct": 100.0 * (estimated - measured) / measured,
-        "components": estimate.breakdown.at_peak(),
-        "traced_categories": result.get("breakdown", {}),
-        "traced_phase_peak_bytes": result.get("phase_peak_bytes", {}),
-        "seconds": result.get("seconds"),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.__dict__.items()},
+        **trace_summary(resolved, run, estimate.breakdown, result),
         "stage": vlm.stage,
         "image_tokens": estimate.plan.llm_tokens,
         "vlm": vlm.as_dict(),

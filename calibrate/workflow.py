@@ -185,7 +185,7 @@ def trace(model: str, run: RunConfig) -> dict:
     from vramplan.planner.estimator import estimate
     from vramplan.planner.vision import is_vlm_config
 
-    from .runner import measure, tensor_peak_estimate
+    from .runner import measure
 
     resolved = resolve_model(model)
     if is_vlm_config(resolved.config):  # vision tower + projector + LLM: stage 2, the family's default image
@@ -193,8 +193,14 @@ def trace(model: str, run: RunConfig) -> dict:
 
         return trace_document(resolved, run)
     predicted = estimate(resolved.spec, run).breakdown  # device_kind cuda: the trace imitates the GPU's code paths
+    return trace_summary(resolved, run, predicted, measure("trace", resolved.config, run, steps=2))
+
+
+def trace_summary(resolved, run: RunConfig, predicted, result: dict) -> dict:
+    """`calibrate --trace`'s document: the estimate's tensor peak against the traced steady peak."""
+    from .runner import tensor_peak_estimate
+
     estimated = tensor_peak_estimate(predicted)
-    result = measure("trace", resolved.config, run, steps=2)
     measured = result["steady_peak_bytes"]
     return {
         "model": resolved.spec.name,

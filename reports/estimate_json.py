@@ -41,6 +41,20 @@ def method_options_dict(est) -> dict:
     return adapter.resolved_options(est.model, est.run) if adapter is not None else {}
 
 
+def peak_fields(est) -> dict:
+    """The peak statistics of one estimate (text or VLM) and whether it fits the GPU."""
+    breakdown = est.breakdown
+    return {
+        "peak_phase": breakdown.peak_phase,
+        "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},
+        "peak_allocated_bytes": breakdown.peak_allocated_bytes,
+        "peak_reserved_bytes": breakdown.peak_reserved_bytes,
+        "device_used_bytes": breakdown.device_used_bytes,
+        "fits": est.fits,
+        "headroom_bytes": est.headroom_bytes,
+    }
+
+
 def estimate_dict(result: MethodResult) -> dict:
     est = result.estimate
     breakdown = est.breakdown
@@ -51,13 +65,7 @@ def estimate_dict(result: MethodResult) -> dict:
         "component_stats": {term.name: term.stat for term in breakdown.terms},
         "component_notes": {term.name: term.note for term in breakdown.terms},
         "components_all_phases": breakdown.by_name(),
-        "peak_phase": breakdown.peak_phase,
-        "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},
-        "peak_allocated_bytes": breakdown.peak_allocated_bytes,
-        "peak_reserved_bytes": breakdown.peak_reserved_bytes,
-        "device_used_bytes": breakdown.device_used_bytes,
-        "fits": est.fits,
-        "headroom_bytes": est.headroom_bytes,
+        **peak_fields(est),
         "max_batch": result.max_batch,
         "max_seq_len": result.max_seq_len,
         "calibration": est.calibration,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from .estimate_json import stack_dict
+from .estimate_json import peak_fields, stack_dict
 from .estimate_table import stack_line
-from ..planner.breakdown import PHASES
 from ..planner.methods import method_record
 from ..planner.units import GIB
 
@@ -33,13 +32,7 @@ def stage_dict(est) -> dict:
         "terms": breakdown.at_peak(),
         "term_notes": {term.name: term.note for term in breakdown.terms},
         "terms_all_phases": breakdown.by_name(),
-        "peak_phase": breakdown.peak_phase,
-        "phase_allocated_bytes": {phase: breakdown.phase_total(phase) for phase in PHASES},
-        "peak_allocated_bytes": breakdown.peak_allocated_bytes,
-        "peak_reserved_bytes": breakdown.peak_reserved_bytes,
-        "device_used_bytes": breakdown.device_used_bytes,
-        "fits": est.fits,
-        "headroom_bytes": est.headroom_bytes,
+        **peak_fields(est),
         "calibration": est.calibration,
         "config": {
             "vision": est.vlm.vision, "projector": est.vlm.projector, "quantize_vision": est.vlm.quantize_vision,

@@ -305,6 +305,9 @@ class Batches:
             epoch, offset = divmod(self.position, n)
             chosen.append(self.examples[self._order_for(epoch)[offset]])
             self.position += 1
+        return self._collate(chosen, width)
+
+    def _collate(self, chosen: list, width: int | None) -> dict[str, torch.Tensor]:
         return collate(chosen, self.pad_id, width)
 
     def epoch(self) -> float:

@@ -13,7 +13,6 @@ processor (the same call, so they match the ids), so a large dataset is not held
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 
 from vramplan.planner.vision.image_text_file import IMAGE, ImageTextRecord, read_image_text_file
 
-from .data import IGNORE, DataError, _chat_segments, _plain_chat, _RowError, split_eval
+from .data import IGNORE, Batches, DataError, _chat_segments, _plain_chat, _RowError, split_eval
 
 # what the processor expands into an image's tokens, per family (the marker in the records is IMAGE)
 PLACEHOLDERS = {
@@ -188,27 +187,15 @@ def collate(examples: list[VlmExample], processor, pad_id: int, width: int | Non
     return batch
 
 
-class VlmBatches:
-    """`data.Batches` for image-text examples: seeded order per epoch, a resumable position."""
+class VlmBatches(Batches):
+    """`data.Batches` for image-text examples: the same seeded order per epoch and resumable
+    position, each micro-batch collated through the model's processor."""
 
     def __init__(self, examples: list[VlmExample], batch: int, processor, pad_id: int, seed: int, position: int = 0):
-        self.examples, self.batch, self.processor, self.pad_id, self.seed = examples, batch, processor, pad_id, seed
-        self.position = position
-        self._epoch, self._order = -1, []
+        super().__init__(examples, batch, pad_id, seed, position)
+        self.processor = processor
 
-    def _order_for(self, epoch: int) -> list[int]:
-        if epoch != self._epoch:
-            self._order = list(range(len(self.examples)))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(self._order)
-            self._epoch = epoch
-        return self._order
-
-    def next(self, width: int | None = None) -> dict[str, torch.Tensor]:
-        chosen = []
-        for _ in range(self.batch):
-            epoch, offset = divmod(self.position, len(self.examples))
-            chosen.append(self.examples[self._order_for(epoch)[offset]])
-            self.position += 1
+    def _collate(self, chosen: list, width: int | None) -> dict[str, torch.Tensor]:
         return collate(chosen, self.processor, self.pad_id, width)
 
 
