@@ -8,7 +8,9 @@ locked file is a clear error that names the file and what to do.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -142,6 +144,19 @@ class Store:
         if path.is_dir():
             raise StoreError(f"--db {path} is a directory; give a file path such as {path / 'measurements.db'}")
         path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return cls._open_once(path)
+            except StoreBusyError:
+                # SQLite skips the busy handler when two connections both hold a shared lock and want to write
+                # (e.g. racing to switch a new file to WAL): one gets SQLITE_BUSY at once, so wait and retry here.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02 + random.random() * 0.08)
+
+    @classmethod
+    def _open_once(cls, path: Path) -> "Store":
         connection = None
         try:
             connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
