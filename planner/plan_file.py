@@ -34,6 +34,9 @@ PARALLEL_KEYS = ("gpus", "strategy", "offload")
 OPTIONAL_RUN_KEYS = ("rank", "alpha", "dropout", "attention", "double_quant", "adapter_dtype")
 # the memory savers (planner/savers.py): written only when not the plain run's, so older plans read the same
 SAVER_KEYS = ("loss", "loss_chunk", "offload_activations", "packing", "expandable_segments", "kbit_upcast")
+# the transformers version a plan was made for (`recommend --transformers-version`); absent: the installed one.
+# `estimate --plan` models it; `run` always trains with the installed transformers.
+STACK_KEYS = ("transformers_version",)
 REWRITE = "write it again with `vramplan recommend ... --out FILE`"
 
 
@@ -101,6 +104,7 @@ def run_fields(run: RunConfig) -> dict:
         # settings only some methods have (e.g. an Adapter's bottleneck size); none: the method's defaults
         **({"method_options": dict(options)} if (options := getattr(run, "method_options", ())) else {}),
         **{key: getattr(run, key) for key in SAVER_KEYS if getattr(run, key) != RunConfig.__dataclass_fields__[key].default},
+        **{key: getattr(run, key) for key in STACK_KEYS if getattr(run, key) is not None},
     }
 
 
@@ -250,7 +254,7 @@ def run_from_plan(plan: dict, label: str = "--plan") -> RunConfig:
     if missing:
         raise ConfigError(f"{label}: config has no {', '.join(missing)} (a truncated file?); {REWRITE}")
     values = {key: config[key] for key in ESTIMATE_KEYS}
-    values.update({key: config[key] for key in OPTIONAL_RUN_KEYS + SAVER_KEYS if config.get(key) is not None})
+    values.update({key: config[key] for key in OPTIONAL_RUN_KEYS + SAVER_KEYS + STACK_KEYS if config.get(key) is not None})
     if config.get("grad_accum") is not None:  # accumulated gradients stay live between micro-batches
         values["grad_accum"] = config["grad_accum"]
     options = config.get("method_options")

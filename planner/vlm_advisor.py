@@ -137,6 +137,7 @@ class _Search:
     budget: float
     corrections: Corrections | None
     precision: str
+    transformers_version: str | None = None  # `--transformers-version`: whose memory paths every candidate is modelled for
 
     def first_fit(self, run: RunConfig, vlm: VlmRun) -> VlmEstimate | None:
         """The fastest settings (checkpointing off, plain AdamW, a bigger micro-batch first) that fit."""
@@ -146,7 +147,7 @@ class _Search:
             for optimizer in OPTIMIZERS:
                 for batch in MICRO_BATCHES:
                     accum = max(1, math.ceil(EFFECTIVE_BATCH / batch))  # accumulated gradients stay live
-                    est = estimate_vlm(self.spec, replace(run, grad_ckpt=ckpt, optimizer=optimizer, batch=batch, grad_accum=accum), vlm, self.gpu, self.corrections)
+                    est = estimate_vlm(self.spec, replace(run, grad_ckpt=ckpt, optimizer=optimizer, batch=batch, grad_accum=accum, transformers_version=self.transformers_version), vlm, self.gpu, self.corrections)
                     if est.breakdown.device_used_bytes <= self.budget:
                         return est
         return None
@@ -175,7 +176,8 @@ def pixel_levels(spec: VlmSpec, vlm: VlmRun) -> list[int | None]:
 
 
 def recommend_vlm(spec: VlmSpec, gpu: GpuSpec, vlm: VlmRun, dataset_size: int | None = None, seq_len: int | None = None,
-                  corrections: Corrections | None = None, margin_ratio: float = 0.05, methods: tuple[str, ...] = VLM_METHODS) -> VlmAdvice:
+                  corrections: Corrections | None = None, margin_ratio: float = 0.05, methods: tuple[str, ...] = VLM_METHODS,
+                  transformers_version: str | None = None) -> VlmAdvice:
     """Both stages of a VLM fine-tune that fit `gpu` with `margin_ratio` to spare.
 
     Args:
@@ -185,13 +187,14 @@ def recommend_vlm(spec: VlmSpec, gpu: GpuSpec, vlm: VlmRun, dataset_size: int | 
         dataset_size: `--dataset-size`, picks the table's row.
         seq_len: `--seq-len` fixed, else image tokens + 512 text tokens.
         methods: the LLM methods allowed (`--method`).
+        transformers_version: `--transformers-version`, else the installed one.
 
     Raises:
         ConfigError: nothing fits even at the lowest resolution (the message says what would).
     """
     row = scale_row(dataset_size)
     rungs = ladder(row, methods)
-    search = _Search(spec, gpu, gpu.total_bytes * (1 - margin_ratio), corrections, "bf16" if gpu.bf16 else "fp16")
+    search = _Search(spec, gpu, gpu.total_bytes * (1 - margin_ratio), corrections, "bf16" if gpu.bf16 else "fp16", transformers_version)
     requested = image_plan(spec, RunConfig(seq_len=1 << 30), vlm).llm_tokens
     first_error = None
     levels = pixel_levels(spec, vlm)
@@ -232,7 +235,7 @@ def _climb(search: _Search, rungs: list[Rung], vlm: VlmRun, seq_len: int, savers
 def _least(search: _Search, rung: Rung, seq_len: int, vlm: VlmRun) -> str:
     """What `rung`'s stage 2 needs at its leanest settings (micro-batch 1, checkpointing, paged 8-bit Adam)."""
     run = RunConfig(method=rung.method, rank=rung.rank or 16, seq_len=seq_len, precision=search.precision, batch=1,
-                    grad_ckpt=True, optimizer="paged-adamw-8bit", grad_accum=EFFECTIVE_BATCH)
+                    grad_ckpt=True, optimizer="paged-adamw-8bit", grad_accum=EFFECTIVE_BATCH, transformers_version=search.transformers_version)
     try:
         est = estimate_vlm(search.spec, run, replace(vlm, stage=2, vision=rung.vision), search.gpu, search.corrections)
     except ConfigError:
@@ -301,7 +304,8 @@ def _resolution_cost(spec: VlmSpec, asked: VlmRun, sized: VlmRun, requested: int
 
 def _nothing_fits(search: _Search, lean: Rung, vlm: VlmRun, seq_len: int | None, margin_ratio: float) -> str:
     run = RunConfig(method=lean.method, rank=lean.rank or 4, seq_len=seq_len or _default_seq_len(search.spec, vlm), precision=search.precision,
-                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, grad_accum=EFFECTIVE_BATCH, **{field: value for field, value, _, _ in VLM_SAVER_STEPS})
+                    grad_ckpt=True, optimizer="paged-adamw-8bit", batch=1, grad_accum=EFFECTIVE_BATCH, transformers_version=search.transformers_version,
+                    **{field: value for field, value, _, _ in VLM_SAVER_STEPS})
     try:
         used = estimate_vlm(search.spec, run, replace(vlm, vision="freeze", quantize_vision=lean.quantize_vision), search.gpu, search.corrections).breakdown.device_used_bytes
         pixels = f" at --max-pixels {vlm.max_pixels:,}" if vlm.max_pixels else ""

@@ -11,7 +11,8 @@ from ..planner.advisor import Recommendation, margin_bytes
 from ..planner.plan_file import SAVER_KEYS
 from ..planner.units import GIB
 from ..planner.methods import method_title
-from .estimate_json import method_options_dict
+from .estimate_json import method_options_dict, stack_dict
+from .estimate_table import stack_text
 
 
 def config_of(rec: Recommendation) -> dict:
@@ -63,6 +64,7 @@ def advice_document(recs: list[Recommendation], model_note: str, goal: str, marg
         "goal": goal,
         "margin": margin_note,
         "calibration": first.calibration,
+        "stack": stack_dict(first.run),  # the transformers version whose memory paths were planned for
         **extra,
         "recommendations": [recommendation_dict(rec) for rec in recs],
     }
@@ -76,6 +78,8 @@ def render_advice(console: Console, document: dict) -> None:
         f"{document['model']['name']} on {document['gpu']['name']} ({gib(document['gpu']['total_bytes'])}), goal: {document['goal']}\n"
         f"{document['margin']}\n"
     )
+    if document.get("stack"):
+        head += stack_text(document["stack"]) + "\n"
     if document.get("dataset"):
         head += document["dataset"] + "\n"
     if document.get("context_window"):

@@ -10,7 +10,7 @@ from ..planner.savers import host_bytes
 from ..planner.breakdown import ALLOCATED
 from ..planner.limits import MethodResult
 from ..planner.moe import routing_line
-from ..planner.stack import stack_for
+from .estimate_json import stack_dict
 from ..planner.units import GIB, format_gib
 
 TERM_ORDER = ["weights", "experts", "grads", "optimizer", "activations", "distributed", "overhead"]
@@ -52,9 +52,13 @@ def _settings_line(results: list[MethodResult], model_note: str) -> str:
 
 def stack_line(run) -> str:
     """Which transformers version's memory paths the estimate models (planner/stack.py)."""
-    stack = stack_for(run.transformers_version)
-    source = {"flag": "--transformers-version", "installed": "installed", "default": "none installed: the version the estimator was built for"}[stack.source]
-    return f"modelled for transformers {stack.transformers} ({source}) · loss: {stack.loss_path.key}"
+    return stack_text(stack_dict(run))
+
+
+def stack_text(stack: dict) -> str:
+    """One line from a document's `stack` object (estimate and recommend print the same)."""
+    source = {"flag": "--transformers-version", "installed": "installed", "default": "none installed: the version the estimator was built for"}[stack["source"]]
+    return f"modelled for transformers {stack['transformers']} ({source}) · loss: {stack['loss_path']}"
 
 
 def adapter_lines(estimates) -> str:

@@ -14,7 +14,7 @@ from ..planner.catalog import resolve_gpu, resolve_model
 from ..planner.errors import ConfigError
 from ..planner import comparison
 from ..planner.methods import DEFAULT_METHODS, METHODS
-from .estimate_table import adapter_lines
+from .estimate_table import adapter_lines, stack_line
 from ..planner.specs import GpuSpec, ModelSpec, RunConfig
 from . import html_charts as charts
 from ..planner.units import GIB
@@ -81,6 +81,7 @@ def _overview(resolved, gpus, run: RunConfig, methods, corrections, store_note: 
         ("step", f"batch {run.batch} × {run.seq_len} tokens, gradient checkpointing {'on' if run.grad_ckpt else 'off'}, "
                  f"{run.optimizer}, {run.precision}, {run.attention} attention"),
         ("adapters", adapter_lines([r.estimate for r in ref_results]) or "none"),
+        ("transformers", stack_line(run)),  # whose memory paths were modelled (planner/stack.py)
     ]
     for gpu in gpus:
         facts.append((f"calibration {gpu.key}", getattr(corrections.get(gpu.key), "source", None) or results[gpu.key][0].estimate.calibration))

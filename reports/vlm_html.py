@@ -14,6 +14,7 @@ from ..planner.errors import ConfigError
 from ..planner.methods import method_title
 from ..planner.vlm_estimate import estimate_vlm, image_plan
 from ..planner.specs import RunConfig
+from .estimate_table import stack_line
 from .html_page import Cell, Chart, Section, Table, render_page
 from .html_report import _bytes_cell, _fit_cell, _params, page_footer
 from .vlm_html_charts import PART_TITLES, PARTS, components_figure, parts_at_peak, resolution_figure
@@ -59,6 +60,7 @@ def overview_section(resolved, spec, gpus, run: RunConfig, vlm, methods, estimat
         ("step", f"batch {run.batch}, gradient checkpointing {'on' if run.grad_ckpt else 'off'}, {run.optimizer}, {run.precision}, "
                  f"vision {vlm.vision}, projector {vlm.projector}" + (", vision NF4" if vlm.quantize_vision else "")),
         ("LLM methods (stage 2)", ", ".join(method_title(m) for m in methods)),
+        ("transformers", stack_line(run)),  # whose memory paths were modelled (planner/stack.py)
     ]
     for gpu in gpus:
         facts.append((f"GPU {gpu.key}", f"{gpu.name}: {gpu.total_bytes / 2**30:.2f} GiB ({gpu.total_bytes:,} bytes); calibration: {estimates_by_gpu[gpu.key][0].calibration}"))

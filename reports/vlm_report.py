@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .estimate_json import peak_fields, stack_dict
-from .estimate_table import stack_line
+from .estimate_table import stack_line, stack_text
 from ..planner.methods import method_record
 from ..planner.units import GIB
 
@@ -170,6 +170,7 @@ def vlm_advice_document(advice, note: str, margin_note: str) -> dict:
         "margin": margin_note,
         "fit_limit_bytes": advice.budget_bytes,
         "calibration": two.calibration,
+        "stack": stack_dict(two.run),  # the transformers version whose memory paths were planned for
         "table": {"method": row.method, "ranks": list(row.ranks), "vision": row.vision, "reason": row.reason},
         "image_tokens": two.plan.llm_tokens,
         "requested_image_tokens": advice.requested_image_tokens,
@@ -193,7 +194,7 @@ def render_vlm_advice(console, document: dict) -> None:
     gpu = document["gpu"]
     sizes = ", ".join(f"{i['width']}x{i['height']}->{i['resized'][0]}x{i['resized'][1]}" for i in document["images"])
     head = (f"{document['model']['name']} on {gpu['name']} ({gib(gpu['total_bytes'])}): a two-stage plan\n"
-            f"{document['margin']}\nimages per example: {len(document['images'])} [{sizes}], "
+            f"{document['margin']}\n{stack_text(document['stack'])}\nimages per example: {len(document['images'])} [{sizes}], "
             f"{document['image_tokens']:,} image tokens" + (f" (max_pixels {document['max_pixels']:,})" if document["max_pixels"] else ""))
     parts = [Text(head), Text("\n".join(f"• {reason}" for reason in document["reasons"]))]
     for stage in document["stages"]:

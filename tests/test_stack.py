@@ -153,3 +153,39 @@ def test_vlm_header_and_json_say_which_version():
     assert "modelled for transformers 4.46.0 (--transformers-version) · loss: shift-copy" in table.output
     document = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
     assert document["stack"] == {"transformers": "4.46.0", "source": "flag", "loss_path": "shift-copy", "sdpa_enable_gqa": False}
+
+
+def test_recommend_plans_for_the_given_version_and_its_plan_keeps_it(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    args = ["recommend", "--model", "8b", "--gpu", "t4", "--dataset-size", "5000", "--transformers-version", "4.45.2"]
+    table = CliRunner().invoke(cli, [*args, "--out", str(plan)])
+    assert table.exit_code == 0, table.output
+    assert "modelled for transformers 4.45.2 (--transformers-version) · loss: model-upcast" in table.output
+    document = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    assert document["stack"] == {"transformers": "4.45.2", "source": "flag", "loss_path": "model-upcast", "sdpa_enable_gqa": False}
+    installed = json.loads(CliRunner().invoke(cli, [*args[:-2], "--json"]).output)
+    assert installed["stack"]["source"] == "installed"
+    # the plan carries the version: `estimate --plan` models the same paths, and the recommended peak again
+    again = json.loads(CliRunner().invoke(cli, ["estimate", "--plan", str(plan), "--json"]).output)
+    assert again["stack"]["transformers"] == "4.45.2"
+    assert again["estimates"][0]["peak_allocated_bytes"] == document["recommendations"][0]["peak_allocated_bytes"]
+
+
+def test_recommend_and_report_refuse_a_bad_version_in_one_line(tmp_path):
+    for args in (["recommend", "--model", "8b", "--gpu", "t4"], ["report", "--model", "8b", "--gpu", "t4", "--out", str(tmp_path / "r.html")]):
+        result = CliRunner().invoke(cli, [*args, "--transformers-version", "4.x"])
+        assert result.exit_code == 1
+        assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+            "Error: --transformers-version must look like 4.45.2 or 5.0, got '4.x'"
+        ]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_and_vlm_recommend_say_which_version(tmp_path):
+    page = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", "--model", "8b", "--gpu", "t4", "--method", "lora", "--transformers-version", "4.46.0", "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    assert "modelled for transformers 4.46.0 (--transformers-version) · loss: shift-copy" in page.read_text()
+    vlm = CliRunner().invoke(cli, ["recommend", "--model", "qwen2-vl-2b", "--gpu", "t4", "--transformers-version", "4.46.0", "--json"])
+    assert vlm.exit_code == 0, vlm.output
+    assert json.loads(vlm.output)["stack"]["loss_path"] == "shift-copy"

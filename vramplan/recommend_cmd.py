@@ -36,8 +36,9 @@ from .planner.advisor import GOALS
 @click.option("--image-size", "image_size", multiple=True, help="VLM: image size WxH in pixels; repeat for a mix (cycled over --images) [default: the family's, e.g. 448x448].")
 @click.option("--images", type=int, default=None, help="VLM: images per example [default: 1].")
 @click.option("--max-pixels", type=int, default=None, help="VLM (Qwen-VL): the processor's max_pixels to start from; the plan may lower it to fit, and says what that costs [default: the checkpoint's].")
+@click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Plan for the memory paths of this transformers version (see `estimate --transformers-version`) [default: the installed one].")
 def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path,
-              image_size, images, max_pixels):
+              image_size, images, max_pixels, transformers_version):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
 
     For a vision-language model: a two-stage plan (projector warm-up, then projector + LLM)
@@ -74,6 +75,11 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
             raise ConfigError(f"{flag} must be greater than 0, got {value}")
     if dataset is not None and dataset_size is not None:
         raise ConfigError("give either --dataset or --dataset-size, not both")
+    if transformers_version is not None:
+        from .planner.stack import version_problem
+
+        if problem := version_problem(transformers_version):
+            raise ConfigError(problem)
     resolved = preflight.resolve_checked(model)
     preflight.check_plan_out(out)
     from .planner.vision import is_vlm_config
@@ -82,7 +88,8 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         from .vlm_recommend_cmd import check_vlm_flags, recommend_vlm_command
 
         values = dict(dataset=dataset, from_files=from_files, export_kind=export_kind, top=top, allow_long=allow_long, gpus=gpus, goal=goal,
-                      image_size=image_size, images=images, max_pixels=max_pixels, dataset_size=dataset_size, seq_len=seq_len, methods=methods, db=db)
+                      image_size=image_size, images=images, max_pixels=max_pixels, dataset_size=dataset_size, seq_len=seq_len, methods=methods, db=db,
+                      transformers_version=transformers_version)
         check_vlm_flags(values, preflight.typed_flags())
         return recommend_vlm_command(resolved, gpu_spec, values, out, html_path, as_json, _planned_model(model, resolved))
     if dataset is not None:
@@ -109,6 +116,8 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
         corrections = corrections_for(gpu_spec, db)
     ratio, margin_note = margin_ratio_for(corrections)
     chosen = export_methods(export_kind, parse_methods(methods, default=METHOD_KEYS))
+    if transformers_version is not None:  # every candidate is modelled for that version's memory paths
+        fixed = {**fixed, "transformers_version": transformers_version}
     recs = advise(resolved.spec, gpu_spec, seq_len, goal, dataset_size, corrections, ratio, methods=chosen, top=top, gpus=gpus, fixed=fixed)
     from .reports.advice import advice_document, config_of
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -29,7 +30,8 @@ def _reference_gpu(gpus):
 @click.option("--images", type=int, default=None, help="VLM: images per example [default: 1].")
 @click.option("--max-pixels", type=int, default=None, help="VLM (Qwen-VL): the processor's max_pixels [default: the checkpoint's].")
 @click.option("--vision", type=click.Choice(VISION_STRATEGIES), default=None, help="VLM: the vision tower in stage 2: freeze, lora or full [default: freeze].")
-def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_pixels, vision, **kwargs):
+@click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Model the memory paths of this transformers version (see `estimate --transformers-version`) [default: the installed one].")
+def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_pixels, vision, transformers_version, **kwargs):
     """Write an HTML report: methods side by side, setting sweeps, a fit matrix, trust, and a run.
 
     For a vision-language model: each stage's components (vision tower, projector, LLM) against
@@ -49,6 +51,11 @@ def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_p
     allow_long = kwargs.pop("allow_long_context")
     options = options_from_kwargs(kwargs)
     keys = _split(gpu_keys)
+    if transformers_version is not None:
+        from .planner.stack import version_problem
+
+        if problem := version_problem(transformers_version):
+            raise ConfigError(problem)
     if not keys:
         raise ConfigError("--gpu is empty; give a GPU key such as --gpu t4 (see `vramplan gpus`)")
     gpus = [resolve_gpu(key) for key in keys]
@@ -61,10 +68,11 @@ def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_p
         from .vlm_report_cmd import vlm_report
 
         chosen = parse_methods(methods, default=VLM_DEFAULT_METHODS)
-        html = vlm_report(resolved, model, gpus, build_run(options, chosen[0], _reference_gpu(gpus)), chosen, vlm_values, db, run_dir)
+        run = replace(build_run(options, chosen[0], _reference_gpu(gpus)), transformers_version=transformers_version)
+        html = vlm_report(resolved, model, gpus, run, chosen, vlm_values, db, run_dir)
         return wrote(out, write_report(out, html))
     chosen = parse_methods(methods)
-    run = build_run(options, chosen[0], _reference_gpu(gpus))
+    run = replace(build_run(options, chosen[0], _reference_gpu(gpus)), transformers_version=transformers_version)
     if db is not None and Path(db).exists():  # a missing one: build_report says so
         from .calibrate.store_check import check_store
 

@@ -77,7 +77,8 @@ def recommend_vlm_command(resolved, gpu_spec, values: dict, out, html_path, as_j
         corrections = corrections_for(gpu_spec, values.get("db"))
     ratio, margin_note = margin_ratio_for(corrections)
     methods = parse_methods(values.get("methods") or (), default=VLM_METHODS)
-    advice = recommend_vlm(spec, gpu_spec, vlm, values.get("dataset_size"), values.get("seq_len"), corrections, ratio, methods)
+    advice = recommend_vlm(spec, gpu_spec, vlm, values.get("dataset_size"), values.get("seq_len"), corrections, ratio, methods,
+                            values.get("transformers_version"))
     document = vlm_advice_document(advice, resolved.note, margin_note)
     if out is not None:
         from .planner.plan_file import plan_document, write_plan
