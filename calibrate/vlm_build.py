@@ -45,6 +45,16 @@ VLM_PROBE_MODELS: dict[str, dict] = {
         "vision_config": {"depth": 3, "embed_dim": 128, "num_heads": 4, "mlp_ratio": 4, "hidden_size": 256,
                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
     },
+    "probe-mllama": {  # Llama-3.2-Vision: cross-attention layers 1 and 3, a 3 + 1 layer tiled tower
+        "model_type": "mllama", "image_token_index": 4096,
+        "text_config": {"model_type": "mllama_text_model", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
+                        "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 4096, "max_position_embeddings": 4096,
+                        "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "cross_attention_layers": [1, 3],
+                        "bos_token_id": 4090, "eos_token_id": 4091, "pad_token_id": 4092},
+        "vision_config": {"model_type": "mllama_vision_model", "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
+                          "num_global_layers": 1, "attention_heads": 4, "image_size": 224, "patch_size": 14, "max_num_tiles": 4,
+                          "intermediate_layers_indices": [0, 2], "vision_output_dim": 384},
+    },
     "probe-llava": {
         "model_type": "llava", "image_token_index": 4000, "image_seq_length": 256, "vision_feature_layer": -2,
         "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu",
@@ -93,7 +103,8 @@ def llm_target_regex(spec, run: RunConfig) -> str:
 def vision_target_regex(spec) -> str:
     """Every Linear in the tower's blocks (not the patch embedding, not the projector)."""
     names = "|".join(re.escape(linear.name) for linear in spec.vision.linears)
-    return rf"{re.escape(spec.family.vision_module)}\.(blocks|encoder\.layers)\.\d+\.\w+\.({names})"
+    # Qwen's blocks, CLIP's encoder.layers, Mllama's local and global encoders
+    return rf"{re.escape(spec.family.vision_module)}\.(blocks|encoder\.layers|transformer\.layers|global_transformer\.layers)\.\d+\.\w+\.({names})"
 
 
 def _quantize(model: nn.Module, run: RunConfig, include, meta: bool) -> int:

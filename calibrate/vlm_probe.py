@@ -90,10 +90,44 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
             pixel_values = torch.from_numpy(np.concatenate([_qwen_patches(p, patch, merge, temporal) for p in pixels])).clone()
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values,
                 "image_grid_thw": torch.tensor(grids, dtype=torch.long), "mm_token_type_ids": token_types}
+    if spec.family.cross_attention_layers is not None:
+        return _mllama_inputs(spec, run, plan, ids, labels, pixels, fake)
     size = spec.vision.image_size
     count = run.batch * len(plan.per_image)
     pixel_values = torch.empty(count, 3, size, size) if fake else torch.from_numpy(np.stack(pixels)).clone()
     return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
+
+
+def _mllama_inputs(spec, run: RunConfig, plan, ids, labels, pixels, fake: bool) -> dict:
+    """`MllamaProcessor`'s layout: each image's canvas cut into tiles and padded to max_num_tiles
+    `(batch, images, tiles, 3, S, S)`, its aspect-ratio id and tile mask, and the cross-attention
+    mask (each text token from an image's `<|image|>` on sees that image's real tiles)."""
+    from vramplan.planner.vision.mllama import _vision
+
+    v = _vision(spec.config)
+    size, max_tiles = v["image_size"], v["max_num_tiles"]
+    ratios = [tuple(r) for r in v["supported_aspect_ratios"]]
+    images = len(plan.per_image)
+    image_id = spec.config["image_token_index"]
+    shape = (run.batch, images, max_tiles, 3, size, size)
+    pixel_values = torch.empty(shape) if fake else torch.zeros(shape)
+    ratio_ids = torch.zeros(run.batch, images, dtype=torch.long)
+    ratio_mask = torch.zeros(run.batch, images, max_tiles, dtype=torch.long)
+    cross = torch.zeros(run.batch, run.seq_len, images, max_tiles, dtype=torch.long)
+    for row in range(run.batch):
+        starts = (ids[row] == image_id).nonzero().flatten().tolist()
+        for index, tokens in enumerate(plan.per_image):
+            width, height = tokens.resized
+            across, down = width // size, height // size
+            # the processor's ratio is (tiles down, tiles across), its id that pair's place in the list + 1
+            ratio_ids[row, index] = ratios.index((down, across)) + 1 if (down, across) in ratios else 1
+            ratio_mask[row, index, :across * down] = 1
+            cross[row, starts[index]:, index, :across * down] = 1
+            if not fake:
+                tiles = torch.from_numpy(pixels[row * images + index]).reshape(3, down, size, across, size).permute(1, 3, 0, 2, 4)
+                pixel_values[row, index, :across * down] = tiles.reshape(-1, 3, size, size)
+    return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values, "aspect_ratio_ids": ratio_ids,
+            "aspect_ratio_mask": ratio_mask, "cross_attention_mask": cross}
 
 
 def run_vlm_steps(tracker: LiveTensorTracker, model, optimizer, run: RunConfig, inputs: dict, steps: int, record_loss: bool = True) -> dict:

@@ -205,7 +205,7 @@ def _optimizer_terms(run: RunConfig, tensors: list[tuple[int, int, int]]) -> lis
     return [Term("optimizer/states", states, "bitsandbytes Adam states, every component")]
 
 
-def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, images: int) -> tuple[list[Term], tuple[str, ...], list, int]:
+def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, images: int, vit_tokens: int = 0) -> tuple[list[Term], tuple[str, ...], list, int]:
     """The decoder's terms for this stage, its trainable tensors (numel, count, bytes) and trainable count."""
     dec = spec.decoder
     method = run.method_record
@@ -220,7 +220,13 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, ima
     terms = [*llm_method.base.terms(dec, llm_run, dt), *adapter_weight_terms(dec, llm_run, dt, adapted)]
     if not vlm.trains_llm:
         terms = [t for t in terms if not t.name.startswith(("weights/adapter", "grads/"))]
-    terms += activation_terms(dec, llm_run, dt, adapted)
+    if spec.family.cross_attention_layers is not None:  # Mllama: the images enter through cross-attention layers
+        from .vision.cross_attention import cross_decoder_terms
+
+        terms += cross_decoder_terms(spec, llm_run, dt, adapted, vlm, vit_tokens)
+        input_grad, images = False, 0  # layer 0 reads text only; no image features scattered into the embeddings
+    else:
+        terms += activation_terms(dec, llm_run, dt, adapted)
     if llm_run.grad_ckpt and images:
         # enable_input_require_grads() makes the token embeddings a leaf that needs a gradient;
         # the image features are scattered into a copy, so autograd's AccumulateGrad keeps the leaf
@@ -237,6 +243,8 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, ima
             from .optimizer import full_model_tensors
 
             tensors = [(n, c, dt.weight_bytes) for n, c in full_model_tensors(dec)]
+            if dec.extra_params:  # Mllama's cross-layer q/k norms and gates, extra embedding rows
+                tensors.append((dec.extra_params, 1, dt.weight_bytes))
         if llm_method.adapter is not None:
             tensors += [(n, c, dt.adapter_bytes) for n, c in llm_method.adapter.tensors(dec, llm_run, adapted)]
         trainable = sum(n * c for n, c, _ in tensors)
@@ -298,6 +306,10 @@ def _vision_projector_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, plan: Im
     llm_image_tokens = batch * sum(t.llm for t in plan.per_image)
     vision_trains = vlm.vision != "freeze"
     hooked = run.grad_ckpt  # enable_input_require_grads() hooks the tower's patch embedding too
+    if spec.family.cross_attention_layers is not None:  # Mllama's tiled tower: planner/vision/cross_attention.py
+        from .vision.cross_attention import mllama_vision_terms
+
+        return terms + mllama_vision_terms(spec, run, vlm, plan, b, hooked), tensors, trainable
     if vision_trains or hooked:
         block = _vision_block_saved(spec, vit_tokens, b, run, dt, vlm.vision, vadapted)
         layers = v.graph_layers
@@ -340,7 +352,7 @@ def estimate_vlm(spec: VlmSpec, run: RunConfig, vlm: VlmRun, gpu: GpuSpec | None
     quantized_llm = method.quantizes_base
     vision_terms, tensors, trainable = _vision_projector_terms(spec, run, vlm, plan, quantized_llm)
     input_grad = vlm.trains_projector or vlm.vision != "freeze"
-    llm_terms, adapted, llm_tensors, llm_trainable = _llm_terms(spec, run, vlm, input_grad, plan.llm_tokens)
+    llm_terms, adapted, llm_tensors, llm_trainable = _llm_terms(spec, run, vlm, input_grad, plan.llm_tokens, plan.vit_tokens)
     trainable["llm"] = llm_trainable
     scale = corrections.scale_for(run.method)
     terms = [*vision_terms, *llm_terms, *_optimizer_terms(run, llm_tensors + tensors)]

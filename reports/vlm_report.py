@@ -53,6 +53,7 @@ def vlm_document(estimates: list, note: str, schedule: str | None) -> dict:
                   "components": {"vision": spec.vision.params, "projector": spec.projector.params, "llm": spec.decoder.base_params}},
         "gpu": None if gpu is None else {"name": gpu.name, "key": gpu.key, "total_bytes": gpu.total_bytes, "bf16": gpu.bf16},
         "image_tokens": first.plan.llm_tokens,
+        "cross_attention": _cross_attention(first),  # None unless the images enter through cross-attention (Mllama)
         "images": _images(first),
         "schedule": schedule,
         "stack": stack_dict(first.run),  # the transformers version modelled (planner/stack.py)
@@ -76,6 +77,22 @@ def _targets_line(est) -> str:
             f"adapted here: {adapted} (the LLM only by default; --vision lora adapts the tower)")
 
 
+def _cross_attention(est) -> dict | None:
+    """Cross-attention VLMs (Mllama): the images are k/v of the decoder's cross layers, not tokens."""
+    layers = est.spec.family.cross_attention_layers
+    if layers is None:
+        return None
+    return {"layers": layers(est.spec.config), "vision_tokens": est.plan.vit_tokens,
+            "seq_len": "text tokens and one <|image|> token per image; the images enter as cross-attention k/v"}
+
+
+def _cross_line(est) -> str:
+    cross = _cross_attention(est)
+    return (f"cross-attention: the images are not in the LLM's sequence; {len(cross['layers'])} cross-attention layers attend "
+            f"over {cross['vision_tokens']:,} vision tokens per example (every image padded to all its tiles), so --seq-len counts text only "
+            f"(plus one <|image|> token per image)")
+
+
 def render_vlm(console, estimates: list, note: str) -> None:
     """The component breakdown, one column per stage (or method), image tokens in the header."""
     from rich.table import Table
@@ -87,6 +104,8 @@ def render_vlm(console, estimates: list, note: str) -> None:
                   f"projector {spec.projector.params / 1e6:,.1f}M, LLM {spec.decoder.base_params / 1e9:.2f}B")
     sizes = ", ".join(f"{w}x{h}->{t.resized[0]}x{t.resized[1]}: {t.llm:,} tokens ({t.vit:,} ViT patches)" for (w, h), t in zip(plan.sizes, plan.per_image))
     console.print(f"images: {first.vlm.images} per example [{sizes}] · image tokens {plan.llm_tokens:,} + text {run.seq_len - plan.llm_tokens:,} = seq {run.seq_len:,}")
+    if spec.family.cross_attention_layers is not None:  # Mllama
+        console.print(_cross_line(first))
     console.print(f"batch {run.batch} · grad-ckpt {'on' if run.grad_ckpt else 'off'} · {run.optimizer} · {run.precision} · vision {first.vlm.vision} · projector {first.vlm.projector}"
                   + (" · vision NF4" if first.vlm.quantize_vision else ""))
     console.print(stack_line(run))  # the transformers version modelled (planner/stack.py)

@@ -64,6 +64,28 @@ VLM_CONFIGS: dict[str, dict] = {
             "vision_config": {**_QWEN25_VISION, "out_hidden_size": 3584},
         },
     },
+    # Llama-3.2-11B-Vision(-Instruct) share one config.json. vision_config and preprocessor_config.json as
+    # quoted from the hub files in danbev/learning-ai (notes on Llama-3.2-11B-Vision-Instruct); text_config
+    # as transformers 5.24's MllamaTextConfig documents the meta-llama/Llama-3.2-11B-Vision configuration
+    # (its defaults), matching the copies in the mlx/candle test fixtures (40 layers, cross layers
+    # 3, 8, ..., 38, 32/8 heads, 4096 wide). 90B is left out: no citable config.json was found.
+    "meta-llama/Llama-3.2-11B-Vision-Instruct": {
+        "aliases": ("llama-3.2-11b-vision", "llama-3.2-11b-vision-instruct", "mllama-11b"),
+        "processor": {"max_image_tiles": 4, "size": {"height": 560, "width": 560}},
+        "config": {  # params: 10,670,220,835 (vision 863,567,379; projector 31,461,376)
+            "model_type": "mllama", "architectures": ["MllamaForConditionalGeneration"], "image_token_index": 128256,
+            "torch_dtype": "bfloat16",
+            "text_config": {"model_type": "mllama_text_model", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 40,
+                            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+                            "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "hidden_act": "silu", "tie_word_embeddings": False,
+                            "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38], "torch_dtype": "bfloat16"},
+            "vision_config": {"model_type": "mllama_vision_model", "attention_heads": 16, "hidden_act": "gelu", "hidden_size": 1280,
+                              "image_size": 560, "intermediate_size": 5120, "max_num_tiles": 4, "num_channels": 3, "num_global_layers": 8,
+                              "num_hidden_layers": 32, "patch_size": 14, "norm_eps": 1e-05, "vision_output_dim": 7680,
+                              "intermediate_layers_indices": [3, 7, 15, 23, 30],
+                              "supported_aspect_ratios": [[1, 1], [1, 2], [1, 3], [1, 4], [2, 1], [2, 2], [3, 1], [4, 1]]},
+        },
+    },
     "llava-hf/llava-1.5-7b-hf": {
         "aliases": ("llava-1.5-7b", "llava-7b"),
         "config": {  # params: 7,063,427,072 (CLIP 303,507,456; projector 20,979,712)

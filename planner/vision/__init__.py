@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from .llava import LLAVA, LLAVA_NEXT
+from .mllama import MLLAMA
 from .qwen2_vl import QWEN2_5_VL, QWEN2_VL
 from .record import ImageTokens, Projector, VisionTower, VlmFamily, VlmSpec
 
@@ -15,6 +16,7 @@ VLM_FAMILIES: dict[str, VlmFamily] = {
     "qwen2_5_vl": QWEN2_5_VL,
     "llava": LLAVA,
     "llava_next": LLAVA_NEXT,
+    "mllama": MLLAMA,
 }
 
 
@@ -43,6 +45,10 @@ def vlm_spec_from_config(config: dict, name: str, processor: dict | None = None,
         tower = family.vision(config)
     except UnknownModelError as exc:
         raise UnknownModelError(f"{name} ({model_type}): {exc}") from None
+    if family.decoder_extra is not None:  # Mllama: cross layers' q/k norms and gates, extra embedding rows
+        from dataclasses import replace
+
+        decoder = replace(decoder, extra_params=decoder.extra_params + family.decoder_extra(config, decoder))
     projector = family.projector(config, tower, decoder.hidden_size)
     return VlmSpec(name, model_type, decoder, tower, projector, family, config, dict(processor or {}))
 

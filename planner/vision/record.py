@@ -137,4 +137,7 @@ class VlmFamily:
     # transformers' gradient_checkpointing_enable() checkpoints the tower's blocks
     # (GradientCheckpointingLayer); Mllama's are plain modules
     vision_checkpointed: bool = True
+    # cross-attention VLMs (Mllama): config -> the decoder layers that attend to the vision features
+    cross_attention_layers: Callable[[dict], list[int]] | None = None
+    decoder_extra: Callable[[dict, ModelSpec], int] | None = None  # decoder params beyond its Llama-style stack
     notes: str = ""
