@@ -79,6 +79,8 @@ def cross_decoder_terms(spec, run: RunConfig, dt: DtypePlan, adapted: tuple[str,
     saving = sum(1 for i in range(dec.num_layers) if i not in layers and (i > min(layers) or not frozen_prefix))
     self_dec = replace(dec, num_layers=max(1, saving))
     terms = activation_terms(self_dec, run, dt, adapted)
+    if not saving:  # every self layer precedes the first cross layer: none saves anything
+        terms = [t for t in terms if t.name not in ("activations/layers", "activations/attention_scores")]
     cross = cross_layer_saved(dec, run, dt, adapted, vit_tokens)
     first_cross = cross
     if frozen_prefix:
@@ -86,7 +88,7 @@ def cross_decoder_terms(spec, run: RunConfig, dt: DtypePlan, adapted: tuple[str,
 
         # every counted self layer sits after a cross layer, so none skips the generic layer-0 savings
         back = first_layer_savings(self_dec, run, dt, adapted)
-        if back:
+        if back and saving:
             terms.append(Term("activations/layer0_input_grad", back, "the self-attention layers counted all follow a cross layer: their input needs a gradient", fwd_bwd))
         # the first cross layer's text input needs no gradient: its input norm and q_norm save nothing
         first_cross -= _norm_saved_bytes(dec, run, dt) + FP32 * run.tokens * dec.num_heads * (dec.head_dim + 1)
