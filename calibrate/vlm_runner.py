@@ -49,6 +49,16 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         cases.append((model, VlmCase(replace(base, method="lora", grad_ckpt=ckpt), VlmRun(stage=2, vision="lora", image_sizes=((224, 224),)))))
     for ckpt in (True, False):
         cases.append(("probe-llava", VlmCase(replace(base, method="qlora", batch=1, seq_len=1280, grad_ckpt=ckpt), VlmRun(stage=1, images=2, image_sizes=((448, 448),)))))
+    # Llama-3.2-Vision: cross-attention layers 1 and 3; every image is 4 tiles whatever its size
+    for method, stage, ckpt in product(("lora", "qlora"), (1, 2), (False, True)):
+        cases.append(("probe-mllama", VlmCase(replace(base, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, image_sizes=((224, 224),)))))
+    # held out: measured after the cross-attention terms were final
+    one = replace(base, batch=1, seq_len=640)
+    cases += [
+        ("probe-mllama", VlmCase(replace(one, method="lora", grad_ckpt=True), VlmRun(stage=2, images=2, image_sizes=((448, 224),)))),
+        ("probe-mllama", VlmCase(replace(one, method="qlora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((300, 500),)))),
+        ("probe-mllama", VlmCase(replace(one, method="lora", batch=3, seq_len=256, grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),)))),
+    ]
     return cases
 
 
@@ -58,6 +68,8 @@ VLM_TRACE_MODELS = {
     "Qwen/Qwen2-VL-2B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
     "Qwen/Qwen2-VL-7B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
     "llava-hf/llava-1.5-7b-hf": (VlmRun(image_sizes=((336, 336),)), VlmRun(images=2, image_sizes=((1024, 768),))),
+    # Llama-3.2-Vision pads every image to 4 tiles: the second setting is two images per example
+    "meta-llama/Llama-3.2-11B-Vision-Instruct": (VlmRun(image_sizes=((560, 560),)), VlmRun(images=2, image_sizes=((1280, 720),))),
 }
 
 

@@ -105,6 +105,8 @@ class VlmSession(_Session):
         self.spec = vlm_spec_from_config(self.model.config, str(self.model.path.resolve()))
         self.run = replace(c.run, device_kind=self.device, grad_accum=c.grad_accum)  # accumulated grads outlive a micro-batch
         model_type = self.model.config["model_type"]
+        if model_type not in vlm_data.PLACEHOLDERS:  # Mllama: its cross-attention inputs are not collated yet
+            raise ConfigError(f"vramplan run does not train {model_type} models yet (estimate and calibrate do); it trains: {', '.join(vlm_data.PLACEHOLDERS)}")
         self.image_id = vlm_data._image_token_id(self.model.processor, vlm_data.PLACEHOLDERS[model_type])
         qwen = model_type in ("qwen2_vl", "qwen2_5_vl")  # the families whose processor has a pixel cap
         if qwen and c.vlm.max_pixels:

@@ -129,6 +129,10 @@ def mllama_vision_terms(spec, run: RunConfig, vlm, plan, b: int, hooked: bool) -
         stem = (patches + padded) * (v.width * b + 2 * FP32)  # layernorm_pre over the patches, layernorm_post over the padded sequence
         if hooked:
             stem += (patches - images * tiles) * v.width * b  # the hooked patch-embedding output, a leaf of its own
+        if vlm.vision == "full":
+            block += padded * b * (3 * v.width + v.mlp_width)  # inputs of q/k/v (one tensor), o_proj, fc1, fc2
+        elif vlm.vision == "lora":
+            block += _vision_lora_saved(spec, run, padded, b)
         terms += [
             Term("vision/activations", v.num_layers * block, f"{v.num_layers} blocks x {block:,} B saved (not checkpointed: plain modules)", kept),
             Term("vision/attention_mask", images * sequence * sequence * b, f"the aspect-ratio mask, {images} x {sequence}^2, shared by every block", kept),
@@ -138,3 +142,16 @@ def mllama_vision_terms(spec, run: RunConfig, vlm, plan, b: int, hooked: bool) -
         width = vc["vision_output_dim"]
         terms.append(Term("projector/activations", patches * width * b, f"the projector's input: final + {len(vc['intermediate_layers_indices'])} intermediate features, {width} wide", kept))
     return terms
+
+
+def _vision_lora_saved(spec, run: RunConfig, tokens: int, b: int) -> int:
+    """`--vision lora`: what LoRA on every block Linear saves over `tokens` (padded) patches."""
+    from ..dtypes import dtype_plan
+    from ..methods import METHODS
+    from ..vlm_estimate import _vision_as_model
+
+    adapter = next(m.adapter for m in METHODS.values() if m.adapter is not None and m.adapter.uses_rank)
+    in_dtype = dict.fromkeys(("attention_in", "attn_out", "mlp_in", "mlp_prod"), b)
+    names = tuple(linear.name for linear in spec.vision.linears)
+    inputs, extra = adapter.layer_saved(_vision_as_model(spec), replace(run, batch=1, seq_len=tokens), dtype_plan(run), names, in_dtype, False)
+    return inputs + extra
