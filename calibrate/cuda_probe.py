@@ -8,6 +8,7 @@ statistics are reset after step 1, once the optimizer states exist.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -50,7 +51,11 @@ def measure_cuda(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0)
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
+    # an earlier 4-bit model outlives `del` until the cyclic GC (Params4bit.module points back at its
+    # Linear4bit) and would count in this run's peaks: rows measured before this line carry such leftovers
+    gc.collect()
     torch.cuda.empty_cache()
+    before_bytes = torch.cuda.memory_allocated()
     model = build_model(hf_config, run, device="cuda")
     load_bytes = torch.cuda.memory_allocated()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -88,6 +93,8 @@ def measure_cuda(hf_config: dict, run: RunConfig, steps: int = 3, seed: int = 0)
         "steady_phase_peak_bytes": phases,
         "peak_phase": max(phases, key=phases.get),
         "load_bytes": int(load_bytes),
+        # stored as the row's categories: what was allocated before the build (0 when nothing leaked) and after it
+        "steady_breakdown": {"allocated_before_build": int(before_bytes), "allocated_after_build": int(load_bytes)},
         "losses": losses,
         "seconds": time.perf_counter() - start,
         "mode": "cuda",

@@ -32,8 +32,10 @@ Patches, all local to the trace (context managers, restored afterwards):
   the same shapes in fp32, so autograd saves what the real op saves;
 * with ``run.device_kind == "cuda"``: dropout goes through ``torch.native_dropout`` (bool mask, as
   CUDA's fused kernel saves) instead of the CPU path (mask in the input dtype), AdamW/SGD use the
-  foreach kernels (torch's CUDA default), and storages are rounded up to 512 bytes (the CUDA caching
-  allocator's block size, which ``max_memory_allocated`` includes).
+  foreach kernels (torch's CUDA default), storages are rounded up to 512 bytes (the CUDA caching
+  allocator's block size, which ``max_memory_allocated`` includes), and SDPA with fp32 q/k/v and
+  grouped kv heads runs the math kernel, as CUDA's dispatcher picks it (traces before this
+  emulation say so by lacking ``sdpa_dispatch`` in their environment).
 """
 
 from __future__ import annotations
@@ -221,7 +223,26 @@ def trace_patches(run: RunConfig):
                 return torch.native_dropout(input, p, True)[0]  # CUDA's fused kernel: bool mask
 
             stack.enter_context(_patched(torch.nn.functional, "dropout", cuda_dropout))
+            stack.enter_context(_patched(torch.nn.functional, "scaled_dot_product_attention", _cuda_sdpa_dispatch(torch.nn.functional.scaled_dot_product_attention)))
         yield
+
+
+# stored in each trace row's environment: re-estimation models the math fallback only for rows that had it
+SDPA_DISPATCH = "math for fp32 with grouped kv heads (torch 2.11 CUDA)"
+
+
+def _cuda_sdpa_dispatch(sdpa):
+    """SDPA as CUDA dispatches it, as far as memory goes (planner/sdpa_dispatch.py): fp32 q/k/v with
+    grouped kv heads and no mask run the math kernel; anything else the fused one the CPU picks."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def dispatched(query, key, value, attn_mask=None, *args, **kwargs):
+        if attn_mask is None and query.dtype == torch.float32 and kwargs.get("enable_gqa") and key.shape[-3] < query.shape[-3]:
+            with sdpa_kernel([SDPBackend.MATH]):
+                return sdpa(query, key, value, attn_mask, *args, **kwargs)
+        return sdpa(query, key, value, attn_mask, *args, **kwargs)
+
+    return dispatched
 
 
 def trace_step(hf_config: dict, run: RunConfig, steps: int = 2, seed: int = 0, round_to: int | None = None) -> dict:

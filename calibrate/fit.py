@@ -54,10 +54,17 @@ def estimate_for(record: RunRecord, corrections: Corrections):
 
 def run_of(record: RunRecord) -> RunConfig:
     """The record's run, modelled for the transformers it was measured with (planner/stack.py)."""
-    run = run_config_from_dict(record.run_config)
+    return as_measured(record, run_config_from_dict(record.run_config))
+
+
+def as_measured(record: RunRecord, run: RunConfig) -> RunConfig:
+    """`run` as `record` ran it: its transformers' memory paths, and for a trace made before the
+    trace emulated CUDA's SDPA dispatch (no `sdpa_dispatch` in its environment), the fused kernel."""
     version = record.environment.get("libraries", {}).get("transformers")
     if run.transformers_version is None and isinstance(version, str) and version_problem(version) is None:
         run = replace(run, transformers_version=version)
+    if record.source == "trace" and "sdpa_dispatch" not in record.environment:
+        run = replace(run, cuda_math_sdpa=False)
     return run
 
 

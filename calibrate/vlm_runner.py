@@ -161,11 +161,13 @@ def is_vlm_record(record: RunRecord) -> bool:
 
 def vlm_estimate_for(record: RunRecord, corrections):
     """Re-estimate a stored VLM row with this version's model."""
+    from .fit import as_measured
     from .runner import run_config_from_dict
 
     values = dict(record.run_config)
     vlm = VlmRun.from_dict(values.pop("vlm"))
-    return estimate_vlm(_spec(record.model_name, record.model_config), run_config_from_dict(values), vlm, None, corrections).breakdown
+    run = as_measured(record, run_config_from_dict(values))
+    return estimate_vlm(_spec(record.model_name, record.model_config), run, vlm, None, corrections).breakdown
 
 
 def vlm_label(record: RunRecord) -> str:

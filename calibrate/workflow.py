@@ -111,7 +111,10 @@ def run_matrix(
 
     env = environment("cpu" if device == "trace" else device)
     if device == "trace":
+        from .fake_trace import SDPA_DISPATCH
+
         env["device_name"] = "fake-cuda-trace"
+        env["sdpa_dispatch"] = SDPA_DISPATCH
     gpu = gpu_for_device_name(env["device_name"]) if device == "cuda" else None
     counts, skipped = {"ok": 0, "oom": 0, "error": 0}, 0
     with Store.open(db) as store:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .dtypes import DtypePlan
 from .moe import experts_only_first_layer_bytes, moe_layer_saved_bytes
+from .sdpa_dispatch import cuda_math_sdpa, math_sdpa_saved
 from .specs import ModelSpec, RunConfig
 from .stack import stack_for
 
@@ -25,7 +26,7 @@ class LayerActivations:
 
     norms: int
     attention: int
-    attention_scores: int  # eager only: grows with seq²
+    attention_scores: int  # eager, or CUDA's math SDPA: grows with seq²
     mlp: int
     linear_inputs: int  # inputs saved by trainable base Linears (full fine-tuning)
     adapter_inputs: int  # what the adapter saves: LoRA input copies, dropout masks, A outputs, ...
@@ -72,7 +73,10 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     repeated = run.attention == "sdpa" and not eager and not masked and not stack_for(run.transformers_version).sdpa_enable_gqa
     if repeated:
         attention += kv_copies
-    if model.fused_qkv and not ((masked or eager or repeated) and model.num_kv_heads not in (1, model.num_heads)):  # else repeat_kv copies v
+    math = cuda_math_sdpa(model, run, attn_dtype, masked, eager)  # fp32 with grouped kv heads on CUDA
+    if math:
+        attention, scores = math_sdpa_saved(model, run)
+    if model.fused_qkv and not ((masked or eager or repeated or math) and model.num_kv_heads not in (1, model.num_heads)):  # else repeat_kv copies v
         # q, k, v are views of one qkv_proj output (Phi-3): SDPA's saved v keeps all of it alive
         attention += attn_dtype * t * (q_dim + kv_dim)
     if eager:

@@ -87,7 +87,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
         terms.append(Term("activations/layers", saved, note, fwd_bwd))
         if layer.attention_scores:
             terms.append(
-                Term("activations/attention_scores", model.num_layers * layer.attention_scores, "eager attention: fp32 softmax + 16-bit copy, batch x heads x seq^2", fwd_bwd)
+                Term("activations/attention_scores", model.num_layers * layer.attention_scores, "attention probabilities, batch x heads x seq^2 (eager attention, or CUDA's math SDPA for fp32 with grouped kv heads)", fwd_bwd)
             )
     # when the last gradients are written, about half of layer 0's saved tensors are already freed
     terms.append(Term("activations/last_layer", layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))

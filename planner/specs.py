@@ -252,6 +252,9 @@ class RunConfig:
     grad_accum: int = 1
     # the transformers version whose memory paths are modelled (planner/stack.py); None: the installed one
     transformers_version: str | None = None
+    # CUDA's math-kernel SDPA fallback for fp32 with grouped kv heads (planner/sdpa_dispatch.py);
+    # False re-estimates traces made before the trace emulated it
+    cuda_math_sdpa: bool = True
 
     def __post_init__(self) -> None:
         # plan, JSON and store round trips hand back a dict or lists: keep one hashable, ordered form

@@ -226,6 +226,9 @@ class _Session:
     # ------------------------------------------------------------ one attempt
     def _setup(self, run: RunConfig, total: int):
         torch.manual_seed(self.c.seed)  # same random base and adapter init on every resume
+        # a 4-bit model of an earlier attempt or stage outlives `del` (bitsandbytes' Params4bit and
+        # Linear4bit point at each other) until the cyclic GC: collect it before building this one
+        self._free_memory()
         model = self._build_model(run)
         for note in getattr(model, "vramplan_notes", []):
             self.log(f"note: {note}")
