@@ -123,7 +123,7 @@ def test_bad_configs_name_what_is_missing():
     with pytest.raises(UnknownModelError, match="has no 'vision_config'"):
         vlm_spec_from_config({"model_type": "qwen2_vl", **VLM_PROBE_MODELS["probe-qwen2-vl"], "vision_config": None}, "broken")
     with pytest.raises(UnknownModelError, match="not supported; supported: qwen2_vl"):
-        vlm_spec_from_config({"model_type": "mllama", "vision_config": {}}, "m")
+        vlm_spec_from_config({"model_type": "blip-2", "vision_config": {}}, "m")  # not a planned family
     with pytest.raises(UnknownModelError, match="text-only model"):
         vlm_spec_for(resolve_model("8b"))
 
