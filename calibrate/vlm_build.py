@@ -55,6 +55,22 @@ VLM_PROBE_MODELS: dict[str, dict] = {
                           "num_global_layers": 1, "attention_heads": 4, "image_size": 224, "patch_size": 14, "max_num_tiles": 4,
                           "intermediate_layers_indices": [0, 2], "vision_output_dim": 384},
     },
+    "probe-paligemma": {  # Gemma decoder with one kv head, as PaliGemma-3B; SigLIP without the pooling head
+        "model_type": "paligemma", "image_token_index": 4000, "projection_dim": 256,
+        "text_config": {"model_type": "gemma", "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 3,
+                        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "vocab_size": 4096,
+                        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh"},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3,
+                          "num_attention_heads": 4, "image_size": 224, "patch_size": 14, "projection_dim": 256, "vision_use_head": False},
+    },
+    "probe-smolvlm": {  # 128-px tiles of 64 patches, pixel shuffle 2: 16 tokens a tile; images resized to 256 px (2x2 tiles + global)
+        "model_type": "smolvlm", "image_token_id": 4000, "scale_factor": 2, "tie_word_embeddings": False,
+        "text_config": {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 3,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096, "max_position_embeddings": 4096,
+                        "rms_norm_eps": 1e-5},
+        "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4,
+                          "image_size": 128, "patch_size": 16, "size": {"longest_edge": 256}, "max_image_size": {"longest_edge": 128}},
+    },
     "probe-llava": {
         "model_type": "llava", "image_token_index": 4000, "image_seq_length": 256, "vision_feature_layer": -2,
         "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu",

@@ -59,6 +59,11 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, min(vocab, image_id) - 8, (run.batch, run.seq_len), generator=gen)
     token_types = torch.zeros_like(ids, dtype=torch.int32)
+    tiled = spec.model_type in ("idefics3", "smolvlm")
+    if tiled:
+        from vramplan.planner.vision.idefics3 import scale_factor
+
+        per_tile = (spec.vision.image_size // spec.vision.patch_size) ** 2 // scale_factor(config) ** 2
     pixels, grids = [], []
     for row in range(run.batch):
         pos = 1
@@ -71,11 +76,14 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
                 ids[row, pos + 1 + n] = config["vision_end_token_id"]
                 w, h = tokens.resized
                 grids.append([1, h // spec.vision.patch_size, w // spec.vision.patch_size])
+            elif tiled:  # Idefics3/SmolVLM: the processor's specials around each tile's placeholders
+                n = tokens.tiles * per_tile
+                ids[row, pos + 2:pos + 2 + n] = image_id
             else:
                 n = tokens.llm
                 ids[row, pos:pos + n] = image_id
             pos += tokens.llm
-            if not fake:
+            if not fake and not tiled:
                 pixels.append(_pil_pixels(width, height, tokens.resized, seed + 97 * row + index))
     labels = ids.clone()
     labels[ids == image_id] = -100
@@ -93,9 +101,19 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
     if spec.family.cross_attention_layers is not None:
         return _mllama_inputs(spec, run, plan, ids, labels, pixels, fake)
     size = spec.vision.image_size
+    if tiled:  # (batch, tiles per example, 3, tile, tile): the vision batch is tiles; no pixel_attention_mask (all ones)
+        shape = (run.batch, plan.tiles, 3, size, size)
+        pixel_values = torch.empty(shape) if fake else torch.randn(shape, generator=gen)
+        return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
+    extra = {}
+    if spec.family.prefix_lm:  # PaliGemma trains with token_type_ids: image + prefix (0), suffix (1)
+        prefix = 1 + plan.llm_tokens + 8
+        token_types[:, prefix:] = 1
+        labels[:, :prefix] = -100
+        extra = {"token_type_ids": token_types.long()}
     count = run.batch * len(plan.per_image)
     pixel_values = torch.empty(count, 3, size, size) if fake else torch.from_numpy(np.stack(pixels)).clone()
-    return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
+    return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values, **extra}
 
 
 def _mllama_inputs(spec, run: RunConfig, plan, ids, labels, pixels, fake: bool) -> dict:

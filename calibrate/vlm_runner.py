@@ -44,11 +44,24 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
     big = replace(base, batch=1, seq_len=640)
     for model, method, stage, ckpt in product(("probe-qwen2-vl",), ("lora", "qlora"), (1, 2), (False, True)):
         cases.append((model, VlmCase(replace(big, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, images=2, image_sizes=((448, 336),)))))
+    # PaliGemma (SigLIP, prefix-LM mask over a Gemma decoder) and SmolVLM (tiles, pixel shuffle)
+    for model, method, stage, ckpt in product(("probe-paligemma", "probe-smolvlm"), ("lora", "qlora"), (1, 2), (False, True)):
+        cases.append((model, VlmCase(replace(base, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, image_sizes=((224, 224),)))))
+    for model, ckpt in product(("probe-paligemma", "probe-smolvlm"), (False, True)):
+        cases.append((model, VlmCase(replace(base, method="lora", grad_ckpt=ckpt), VlmRun(stage=2, vision="lora", image_sizes=((224, 224),)))))
     # held out: measured after the pixel-input, stem and embedding-leaf terms were final
     for model, ckpt in product(("probe-llava", "probe-qwen2-vl"), (True, False)):
         cases.append((model, VlmCase(replace(base, method="lora", grad_ckpt=ckpt), VlmRun(stage=2, vision="lora", image_sizes=((224, 224),)))))
     for ckpt in (True, False):
         cases.append(("probe-llava", VlmCase(replace(base, method="qlora", batch=1, seq_len=1280, grad_ckpt=ckpt), VlmRun(stage=1, images=2, image_sizes=((448, 448),)))))
+    # held out: measured after the SigLIP, prefix-mask and tile terms were final (other sizes, batches, image counts)
+    for model, run, vlm in (
+        ("probe-paligemma", replace(base, method="qlora", batch=1, seq_len=768), VlmRun(stage=2, images=2, image_sizes=((640, 480),))),
+        ("probe-paligemma", replace(base, method="lora", batch=3, seq_len=384, grad_ckpt=False), VlmRun(stage=1, image_sizes=((224, 224),))),
+        ("probe-smolvlm", replace(base, method="lora", batch=1, seq_len=384), VlmRun(stage=2, image_sizes=((640, 200),))),
+        ("probe-smolvlm", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((300, 900),))),
+    ):
+        cases.append((model, VlmCase(run, vlm)))
     # Llama-3.2-Vision: cross-attention layers 1 and 3; every image is 4 tiles whatever its size
     for method, stage, ckpt in product(("lora", "qlora"), (1, 2), (False, True)):
         cases.append(("probe-mllama", VlmCase(replace(base, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, image_sizes=((224, 224),)))))
@@ -68,6 +81,10 @@ VLM_TRACE_MODELS = {
     "Qwen/Qwen2-VL-2B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
     "Qwen/Qwen2-VL-7B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
     "llava-hf/llava-1.5-7b-hf": (VlmRun(image_sizes=((336, 336),)), VlmRun(images=2, image_sizes=((1024, 768),))),
+    # PaliGemma squares every image to 224 px: its second setting is two images per example
+    "google/paligemma-3b-pt-224": (VlmRun(image_sizes=((224, 224),)), VlmRun(images=2, image_sizes=((640, 480),))),
+    # SmolVLM resizes the longest edge to 2048 px: 4 x 3 tiles + global, then a wide 4 x 1 + global
+    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": (VlmRun(image_sizes=((1024, 768),)), VlmRun(image_sizes=((2048, 512),))),
     # Llama-3.2-Vision pads every image to 4 tiles: the second setting is two images per example
     "meta-llama/Llama-3.2-11B-Vision-Instruct": (VlmRun(image_sizes=((560, 560),)), VlmRun(images=2, image_sizes=((1280, 720),))),
 }
@@ -92,8 +109,17 @@ def vlm_trace_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         ("Qwen/Qwen2-VL-2B-Instruct", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),))),
         ("llava-hf/llava-1.5-7b-hf", replace(two, method="qlora"), VlmRun(stage=2, image_sizes=((800, 600),))),
         ("llava-hf/llava-1.5-7b-hf", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((800, 600),))),
+        # held out: measured after the SigLIP, prefix-mask and tile terms were final
+        ("google/paligemma-3b-pt-448", replace(base, method="qlora"), VlmRun(stage=2, image_sizes=((448, 448),))),
+        ("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((800, 600),))),
     ):
         cases.append((model, VlmCase(run, vlm)))
+    # held out: Llama-3.2-11B-Vision, measured after the cross-attention terms were final
+    mllama = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+    cases += [
+        (mllama, VlmCase(replace(two, method="qlora"), VlmRun(stage=2, image_sizes=((1280, 720),)))),
+        (mllama, VlmCase(replace(base, method="lora", seq_len=1024, grad_ckpt=False), VlmRun(stage=1, images=3, image_sizes=((800, 600),)))),
+    ]
     return cases
 
 

@@ -99,6 +99,28 @@ def _modeling(name: str):
     return importlib.import_module(f"transformers.models.{name}.modeling_{name}")
 
 
+# Idefics3/SmolVLM drop all-zero padding tiles by boolean indexing, a shape that depends on the pixel
+# values (a fake tensor has none): the traced batch has no padding tiles, so every tile is kept
+TILED_CLASSES = (("idefics3", "Idefics3Model"), ("smolvlm", "SmolVLMModel"))
+
+
+def _all_tiles_real(self, pixel_values, pixel_attention_mask=None, **kwargs):
+    """`get_image_features` with every tile real: the same bf16 copy of the pixels (there by index, here by
+    clone), a real all-true patch mask (its values steer the position ids and the mask skip), the tower
+    and the connector, the features split per example."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    batch, images = pixel_values.shape[:2]
+    pixel_values = pixel_values.to(dtype=self.dtype).view(batch * images, *pixel_values.shape[2:]).clone()
+    patch = self.config.vision_config.patch_size
+    with unset_fake_temporarily():
+        mask = torch.ones((batch * images, pixel_values.shape[2] // patch, pixel_values.shape[3] // patch), dtype=torch.bool).as_subclass(_Values)
+    outputs = self.vision_model(pixel_values=pixel_values, patch_attention_mask=mask, **{**kwargs, "return_dict": True})
+    features = self.connector(outputs.last_hidden_state)
+    outputs.pooler_output = [f.reshape(-1, f.shape[-1]) for f in features.split([images] * batch)]
+    return outputs
+
+
 @contextlib.contextmanager
 def vlm_trace_patches():
     """The helpers above run on real values (see `_on_values`), restored on exit."""
@@ -106,6 +128,8 @@ def vlm_trace_patches():
         for module_name, class_name in ROPE_INDEX_CLASSES:
             cls = getattr(_modeling(module_name), class_name)
             stack.enter_context(_patched(cls, "get_rope_index", _on_values(cls.get_rope_index)))
+        for module_name, class_name in TILED_CLASSES:
+            stack.enter_context(_patched(getattr(_modeling(module_name), class_name), "get_image_features", _all_tiles_real))
         for module_name, function in VALUE_FUNCTIONS:
             module = _modeling(module_name)
             stack.enter_context(_patched(module, function, _on_values(getattr(module, function))))

@@ -156,7 +156,7 @@ def _vision_block_saved(spec: VlmSpec, tokens: int, b: int, run: RunConfig, dt: 
     attention = 4 * tokens * v.width * b + FP32 * tokens * v.num_heads
     if run.attention == "eager":
         attention += (FP32 + b) * v.num_heads * tokens * tokens  # per image in practice; an upper bound
-    mlp = (3 if v.gated_mlp else 2) * tokens * v.mlp_width * b
+    mlp = (3 if v.gated_mlp else v.mlp_act_saved) * tokens * v.mlp_width * b
     saved = 2 * norm + attention + mlp
     if trainable == "full":
         saved += tokens * b * (3 * v.width + v.mlp_width)  # inputs of qkv, proj, fc1, fc2
@@ -183,6 +183,10 @@ def _vision_stem_saved(spec: VlmSpec, plan: ImagePlan, batch: int, b: int, hooke
         saved += tokens * (v.width * b + 2 * FP32)
         if hooked:
             saved += (tokens - batch * plan.tiles) * v.width * b  # patches only: the class token is added after
+    if v.embed_leaf and hooked:
+        saved += tokens * v.width * b  # SigLIP: the hooked patch output, positions are added into a new tensor
+    if v.post_norm and (hooked or full):
+        saved += tokens * (v.width * b + 2 * FP32)  # post_layernorm: its input and fp32 mean/rstd
     return saved
 
 
@@ -214,6 +218,9 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, ima
     else:  # stage 1: the LLM is frozen (4-bit if the method quantizes), nothing attached to it
         base = method.base if not method.base.trainable else next(m.base for m in METHODS.values() if not m.base.trainable and not m.base.quantized)
         llm_run = replace(run, method=_frozen_key(base))
+    if spec.family.prefix_lm and images:
+        # token_type_ids: an explicit prefix-LM mask, built once and handed to every layer, as for packing
+        llm_run = replace(llm_run, packing=True)
     llm_method = llm_run.method_record
     dt = dtype_plan(llm_run)
     adapted = llm_method.adapter.placements(dec, llm_run) if (llm_method.adapter and vlm.trains_llm) else ()
@@ -330,6 +337,8 @@ def _vision_projector_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, plan: Im
         # also its LayerNorm (input + mean/rstd); LLaVA's first Linear keeps the tower's hidden state
         if spec.projector.in_tokens_per_out > 1:
             saved = vit_tokens * (2 * v.width * b + 2 * FP32) + 2 * llm_image_tokens * proj.linears[0].out_features * b
+        elif not proj.act_between:
+            saved = vit_tokens * v.width * b  # one Linear: its input (Idefics3's pixel-shuffled copy, same size)
         else:
             images = batch * len(plan.per_image)
             saved = images * (plan.per_image[0].vit if plan.per_image else 0) * v.width * b + 2 * llm_image_tokens * proj.linears[0].out_features * b

@@ -80,7 +80,8 @@ def test_a_bad_or_unsupported_vlm_config_file_is_a_one_line_error(tmp_path):
         "no-heads": ({k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "num_attention_heads"}, "has no 'num_attention_heads'"),
         "no-text": ({k: v for k, v in VLM_PROBE_MODELS["probe-llava"].items() if k != "text_config"}, "has no 'text_config'"),
         "no-vision": ({k: v for k, v in VLM_PROBE_MODELS["probe-qwen2-vl"].items() if k != "vision_config"}, "has no 'vision_config'"),
-        "paligemma": ({**VLM_PROBE_MODELS["probe-llava"], "model_type": "paligemma"}, "model_type 'paligemma' of paligemma.json is not supported"),
+        "idefics2": ({**VLM_PROBE_MODELS["probe-llava"], "model_type": "idefics2"}, "model_type 'idefics2' of idefics2.json is not supported"),
+        "paligemma-clip": ({**VLM_PROBE_MODELS["probe-llava"], "model_type": "paligemma"}, "only SigLIP towers are counted for paligemma"),
     }
     for name, (config, message) in cases.items():
         path = tmp_path / f"{name}.json"

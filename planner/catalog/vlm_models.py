@@ -15,6 +15,26 @@ _QWEN_PROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}  # preprocessor_c
 _CLIP_336 = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "vocab_size": 32000}
 _LLAVA = {"vision_feature_layer": -2, "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu", "image_token_index": 32000, "image_seq_length": 576}
 
+_SIGLIP_SO400M = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                  "num_attention_heads": 16, "patch_size": 14, "vision_use_head": False}
+# PaliGemma / PaliGemma 2: transformers' conversion scripts (src/transformers/models/paligemma/convert_paligemma_weights_to_hf.py,
+# convert_paligemma2_weights_to_hf.py) write these config.json values; both resize the 257,152-token vocabulary by the
+# <image> token (+2) to a multiple of 64: 257,216. PaliGemma 2's text_config is gemma-2-2b-it's Gemma2Config with the
+# script's per-size overrides (the sliding window and soft-caps below are gemma-2's, as in models.py's google/gemma-2-2b).
+_PALIGEMMA_TEXT = {"model_type": "gemma", "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 18,
+                   "num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 257216,
+                   "hidden_activation": "gelu_pytorch_tanh"}
+_GEMMA2_TEXT = {"model_type": "gemma2", "vocab_size": 257216, "max_position_embeddings": 8192, "rms_norm_eps": 1e-06,
+                "hidden_activation": "gelu_pytorch_tanh", "rope_theta": 10000.0, "attention_bias": False, "sliding_window": 4096,
+                "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "head_dim": 256, "query_pre_attn_scalar": 256}
+
+
+def _paligemma(size: int, text: dict, width: int) -> dict:
+    return {"model_type": "paligemma", "architectures": ["PaliGemmaForConditionalGeneration"], "image_token_index": 257152,
+            "projection_dim": width, "text_config": text,
+            "vision_config": {**_SIGLIP_SO400M, "image_size": size, "num_image_tokens": (size // 14) ** 2, "projection_dim": width}}
+
+
 VLM_CONFIGS: dict[str, dict] = {
     "Qwen/Qwen2-VL-2B-Instruct": {
         "aliases": ("qwen2-vl-2b",),
@@ -116,6 +136,39 @@ VLM_CONFIGS: dict[str, dict] = {
                             "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": None, "torch_dtype": "bfloat16",
                             "tie_word_embeddings": False},
             "vision_config": _CLIP_336,
+        },
+    },
+    "google/paligemma-3b-pt-224": {
+        "aliases": ("paligemma-3b-224", "paligemma-3b"),
+        "config": _paligemma(224, _PALIGEMMA_TEXT, 2048),  # params: 2,923,466,480 (SigLIP 412,442,352; projector 2,361,344)
+    },
+    "google/paligemma-3b-pt-448": {
+        "aliases": ("paligemma-3b-448",),
+        "config": _paligemma(448, _PALIGEMMA_TEXT, 2048),  # params: 2,924,351,216 (1,024 positions)
+    },
+    "google/paligemma2-3b-pt-224": {
+        "aliases": ("paligemma2-3b-224", "paligemma2-3b"),
+        "config": _paligemma(224, {**_GEMMA2_TEXT, "hidden_size": 2304, "num_hidden_layers": 26, "intermediate_size": 9216,
+                                   "num_attention_heads": 8, "num_key_value_heads": 4}, 2304),  # params: 3,032,242,416
+    },
+    "google/paligemma2-10b-pt-224": {
+        "aliases": ("paligemma2-10b-224", "paligemma2-10b"),
+        "config": _paligemma(224, {**_GEMMA2_TEXT, "hidden_size": 3584, "num_hidden_layers": 42, "intermediate_size": 14336,
+                                   "num_attention_heads": 16, "num_key_value_heads": 8}, 3584),  # params: 9,662,638,832
+    },
+    # config.json and preprocessor_config.json as quoted verbatim in qewr1234/Lightweight-VLA tests/offline_vlm_cache.py;
+    # the tower's width and depth are SmolVLMVisionConfig defaults there (3072, 12: SigLIP base-patch16-512)
+    "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": {
+        "aliases": ("smolvlm2-500m", "smolvlm2-500m-video-instruct"),
+        "processor": {"longest_edge": 2048, "tile": 512, "do_image_splitting": True},
+        "config": {  # params: 507,482,304 (vision 86,433,024; connector 11,796,480)
+            "model_type": "smolvlm", "architectures": ["SmolVLMForConditionalGeneration"], "image_token_id": 49190,
+            "scale_factor": 4, "tie_word_embeddings": False,
+            "text_config": {"model_type": "llama", "head_dim": 64, "hidden_size": 960, "intermediate_size": 2560,
+                            "max_position_embeddings": 8192, "num_attention_heads": 15, "num_hidden_layers": 32,
+                            "num_key_value_heads": 5, "rms_norm_eps": 1e-05, "rope_theta": 100000, "vocab_size": 49280},
+            "vision_config": {"model_type": "smolvlm_vision", "hidden_size": 768, "image_size": 512, "num_attention_heads": 12,
+                              "patch_size": 16, "max_image_size": {"longest_edge": 512}, "size": {"longest_edge": 2048}},
         },
     },
 }

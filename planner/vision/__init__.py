@@ -6,8 +6,10 @@ A new VLM family is one module here plus one line in `VLM_FAMILIES`.
 from __future__ import annotations
 
 from ..errors import UnknownModelError
+from .idefics3 import IDEFICS3, SMOLVLM
 from .llava import LLAVA, LLAVA_NEXT
 from .mllama import MLLAMA
+from .paligemma import PALIGEMMA
 from .qwen2_vl import QWEN2_5_VL, QWEN2_VL
 from .record import ImageTokens, Projector, VisionTower, VlmFamily, VlmSpec
 
@@ -16,6 +18,9 @@ VLM_FAMILIES: dict[str, VlmFamily] = {
     "qwen2_5_vl": QWEN2_5_VL,
     "llava": LLAVA,
     "llava_next": LLAVA_NEXT,
+    "paligemma": PALIGEMMA,
+    "idefics3": IDEFICS3,
+    "smolvlm": SMOLVLM,
     "mllama": MLLAMA,
 }
 

@@ -39,6 +39,9 @@ class VisionTower:
     class_token: bool = False  # CLIP: one class token per tile beside the patches (no pixels)
     temporal_patch: int = 1  # Qwen-VL: a still image repeated to the temporal patch (2 frames)
     feature_layers: int = 0  # blocks whose output reaches the projector (LLaVA's vision_feature_layer); 0 = all
+    mlp_act_saved: int = 2  # tensors the MLP activation saves: QuickGELU x*sigmoid(1.702x) two, GELU(tanh) its input
+    embed_leaf: bool = False  # SigLIP: the hooked patch Conv2d output is a tensor of its own (positions are added after)
+    post_norm: bool = False  # SigLIP's post_layernorm on the last block, before the projector
 
     def pixel_values(self, vit_tokens: int, tiles: int) -> int:
         """Floats of the pixel tensor the processor hands over for `vit_tokens` patches in `tiles` tiles."""
@@ -69,6 +72,7 @@ class Projector:
     linears: tuple[LinearSpec, ...]
     other_params: int = 0  # norms, LLaVA-NeXT's image_newline, ...
     in_tokens_per_out: int = 1  # Qwen's merger reads 2x2 patches per LLM token
+    act_between: bool = True  # LLaVA: GELU between two Linears; False: one Linear (PaliGemma, Idefics3's connector)
 
     @property
     def params(self) -> int:
@@ -134,6 +138,7 @@ class VlmFamily:
     llm_module: str
     torch_class: str  # transformers class the builder makes
     default_image: tuple[int, int] = (448, 448)
+    prefix_lm: bool = False  # PaliGemma: token_type_ids make the decoder's mask bidirectional over image + prefix
     # transformers' gradient_checkpointing_enable() checkpoints the tower's blocks
     # (GradientCheckpointingLayer); Mllama's are plain modules
     vision_checkpointed: bool = True

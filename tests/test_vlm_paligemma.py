@@ -1,0 +1,102 @@
+"""PaliGemma: SigLIP counts, fixed image tokens (against the real processor), the prefix-LM mask, config errors."""
+
+import pytest
+
+from vramplan.calibrate.vlm_build import VLM_PROBE_MODELS
+from vramplan.planner.catalog.vlm_models import VLM_CONFIGS
+from vramplan.planner.errors import UnknownModelError
+from vramplan.planner.specs import RunConfig
+from vramplan.planner.vision import vlm_spec_from_config
+from vramplan.planner.vision.run import VlmRun
+from vramplan.planner.vlm_estimate import estimate_vlm
+
+# meta-device builds with transformers 5.24 (PaliGemma-3B: keras-hub's 2,923,335,408 counts the
+# unpadded 257,152-token vocabulary: +64 x 2048 here)
+PUBLISHED = {
+    "google/paligemma-3b-pt-224": 2_923_466_480,
+    "google/paligemma-3b-pt-448": 2_924_351_216,
+    "google/paligemma2-3b-pt-224": 3_032_242_416,
+    "google/paligemma2-10b-pt-224": 9_662_638_832,
+}
+
+
+def _spec(hub_id):
+    return vlm_spec_from_config(VLM_CONFIGS[hub_id]["config"], hub_id)
+
+
+@pytest.mark.parametrize("hub_id", sorted(PUBLISHED))
+def test_catalog_counts(hub_id):
+    assert _spec(hub_id).params == PUBLISHED[hub_id] == _spec(hub_id).model.base_params
+
+
+def test_counts_equal_the_meta_built_model_per_component():
+    import warnings
+
+    import torch
+    import transformers
+
+    from vramplan.calibrate.vlm_build import component_of
+
+    config = VLM_CONFIGS["google/paligemma2-3b-pt-224"]["config"]
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.PaliGemmaForConditionalGeneration._from_config(transformers.AutoConfig.for_model(**config))
+    counts = {"vision": 0, "projector": 0, "llm": 0}
+    for name, p in model.named_parameters():
+        counts[component_of(name, "paligemma")] += p.numel()
+    spec = _spec("google/paligemma2-3b-pt-224")
+    assert counts == {"vision": spec.vision.params, "projector": spec.projector.params, "llm": spec.decoder.base_params}
+
+
+@pytest.mark.parametrize("hub_id,tokens", [("google/paligemma-3b-pt-224", 256), ("google/paligemma-3b-pt-448", 1024)])
+@pytest.mark.parametrize("size", [(224, 224), (1280, 720), (300, 900)])
+def test_tokens_are_fixed_and_match_the_processor(hub_id, tokens, size):
+    import numpy as np
+    import transformers
+    from PIL import Image
+
+    from vramplan.calibrate.vlm_model_dir import make_tokenizer
+
+    spec = _spec(hub_id)
+    assert spec.family.image_tokens(spec, *size, None).llm == tokens
+    edge = spec.vision.image_size
+    images = transformers.SiglipImageProcessorPil(size={"height": edge, "width": edge})
+    images.image_seq_length = tokens
+    processor = transformers.PaliGemmaProcessor(image_processor=images, tokenizer=make_tokenizer())
+    image = Image.fromarray(np.zeros((size[1], size[0], 3), dtype=np.uint8))
+    out = processor(images=image, text="<image>describe", suffix="red", return_tensors="pt")
+    assert int((out["input_ids"] == processor.image_token_id).sum()) == tokens
+    assert tuple(out["pixel_values"].shape[-2:]) == (edge, edge)
+    assert int((out["token_type_ids"] == 0).sum()) > tokens  # image + prefix see each other (prefix-LM)
+
+
+def test_prefix_lm_mask_is_charged_like_a_packed_mask():
+    from dataclasses import replace
+
+    config = VLM_PROBE_MODELS["probe-paligemma"]
+    spec = vlm_spec_from_config(config, "probe-paligemma")
+    run = RunConfig(method="lora", device_kind="cpu", precision="bf16", batch=2, seq_len=512, grad_ckpt=False)
+    masked = estimate_vlm(spec, run, VlmRun(stage=2)).breakdown
+    causal = estimate_vlm(replace(spec, family=replace(spec.family, prefix_lm=False)), run, VlmRun(stage=2)).breakdown
+    # a bf16 copy of the batch x seq x seq mask per layer, and the boolean mask built once
+    extra = spec.decoder.num_layers * 2 * 2 * 512 * 512 + 2 * 512 * 512
+    assert masked.peak_allocated_bytes - causal.peak_allocated_bytes >= extra
+
+
+def test_siglip_tower_and_projector_shape():
+    spec = _spec("google/paligemma-3b-pt-224")
+    assert (spec.vision.width, spec.vision.num_layers, spec.vision.mlp_width) == (1152, 27, 4304)
+    assert not spec.vision.class_token and spec.vision.mlp_act_saved == 1
+    assert [(l.in_features, l.out_features) for l in spec.projector.linears] == [(1152, 2048)]
+
+
+def test_bad_configs_name_what_is_missing():
+    config = VLM_CONFIGS["google/paligemma-3b-pt-224"]["config"]
+    with pytest.raises(UnknownModelError, match="no 'text_config'"):
+        vlm_spec_from_config({k: v for k, v in config.items() if k != "text_config"}, "broken")
+    with pytest.raises(UnknownModelError, match="no 'vision_config'"):
+        vlm_spec_from_config({k: v for k, v in config.items() if k != "vision_config"}, "broken")
+    with pytest.raises(UnknownModelError, match="only SigLIP towers"):
+        vlm_spec_from_config({**config, "vision_config": {**config["vision_config"], "model_type": "clip_vision_model"}}, "broken")
+    with pytest.raises(UnknownModelError, match="projection_dim 1024 differs"):
+        vlm_spec_from_config({**config, "projection_dim": 1024}, "broken")
