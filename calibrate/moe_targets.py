@@ -15,7 +15,7 @@ import re
 
 from vramplan.planner.targets import MOE_TARGETS
 
-PARAMETERS = {"gate": "gate.weight", "gate_up_proj": "experts.gate_up_proj", "down_proj": "experts.down_proj"}
+PARAMETERS = {"gate": "gate.weight", "router": "router.weight", "gate_up_proj": "experts.gate_up_proj", "down_proj": "experts.down_proj"}
 FUSED = "gate_up_proj"  # gate and up fused: rank and alpha doubled, as peft's conversion does
 
 
@@ -35,7 +35,7 @@ def moe_lora_kwargs(model, targets: tuple[str, ...], rank: int, alpha: float) ->
     modules = [name for name in names if name not in MOE_TARGETS]
     parameters = [PARAMETERS[name] for name in names if name in MOE_TARGETS]
     kwargs: dict = {"target_modules": modules or None, "target_parameters": parameters or None}
-    if FUSED in names:
+    if FUSED in names and spec.family.moe.gate_up_rank_doubled:  # gpt-oss: rank r, as peft builds it
         key = rf".*\.{re.escape(FUSED)}"
         kwargs.update(rank_pattern={key: 2 * rank}, alpha_pattern={key: 2 * alpha})
     return kwargs

@@ -91,8 +91,17 @@ PROBE_MODELS: dict[str, dict] = {
         "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": None, "router_jitter_noise": 0.0,
         "pad_token_id": None, "eos_token_id": 2, "bos_token_id": 1,
     },
+    "probe-gpt-oss": {  # 8 experts, 2 per token, biases everywhere, sinks, sliding (128) / full layers, eager only
+        "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 128, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 1024,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "attention_bias": True,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 128, "swiglu_limit": 7.0,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "pad_token_id": 1, "eos_token_id": 0, "bos_token_id": None,
+    },
 }
 # the router load-balancing loss switched on (config.json's output_router_logits), as people train MoEs
 PROBE_MODELS["probe-mixtral-aux"] = {**PROBE_MODELS["probe-mixtral"], "output_router_logits": True, "router_aux_loss_coef": 0.02}
-MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral")  # measured by matrix._cpu_moe
+MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral", "probe-gpt-oss")  # measured by matrix._cpu_moe
 FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma", "probe-gemma3")  # measured by matrix._cpu_families

@@ -18,6 +18,7 @@ from .specs import ModelSpec, RunConfig
 from .stack import stack_for
 
 FP32 = 4
+INT64 = 8
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,14 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     if model.fused_qkv and not ((masked or eager or repeated or math) and model.num_kv_heads not in (1, model.num_heads)):  # else repeat_kv copies v
         # q, k, v are views of one qkv_proj output (Phi-3): SDPA's saved v keeps all of it alive
         attention += attn_dtype * t * (q_dim + kv_dim)
-    if eager:
+    if eager and model.attention_sinks:
+        # gpt-oss (probe-gpt-oss, saved tensor by tensor): the matmuls keep q and k, v repeated to all heads
+        # (k and v themselves at MHA), nothing else; the scores gain a sink column, are shifted by their row
+        # max (int64 indices kept) and softmaxed in their own dtype, whose output is saved once
+        attention = attn_dtype * t * 3 * q_dim
+        rows = run.batch * model.num_heads * run.seq_len
+        scores = attn_dtype * rows * (run.seq_len + 1) + INT64 * rows
+    elif eager:
         # repeat_kv materialises k, v at full head count; softmax runs in fp32 and is saved,
         # then cast back and saved again by probs @ v
         if model.num_kv_heads not in (1, model.num_heads):

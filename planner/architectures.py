@@ -57,6 +57,8 @@ def _moe_fields(family: Family, config: dict, name: str, dims: dict[str, int], n
         raise UnknownModelError(f"config.json of {name}: {moe.experts_key}={experts}, {moe.top_k_key}={top_k}; need 1 <= top-k <= experts")
     hidden = dims["hidden"]
     per_layer = experts * hidden + experts * 3 * hidden * inter  # router + gate_up + down of every expert
+    if moe.biases:
+        per_layer += experts + experts * (2 * inter + hidden)  # gpt-oss: router, gate_up and down biases
     return {
         "intermediate_size": top_k * inter,
         "num_experts": experts,
@@ -104,7 +106,8 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
         vocab_size=_require(config, "vocab_size", name),
         tie_embeddings=bool(family.option(config, "tie_word_embeddings", False)),
         linears=linears,
-        norm_params_per_layer=family.norms_per_layer * hidden + qk_norm_params,
+        # gpt-oss's sinks (one logit per head) are counted with the norms: small, never 4-bit, upcast alike
+        norm_params_per_layer=family.norms_per_layer * hidden + qk_norm_params + (heads if family.attention_sinks else 0),
         final_norm_params=hidden,
         gated_mlp=family.gated_mlp,
         norms_per_layer=family.norms_per_layer,
@@ -116,6 +119,7 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
         attn_softcap=attn_softcap,
         fused_qkv=family.fused_qkv,
         norm_scale_fp32=family.norm_scale_fp32,
+        attention_sinks=family.attention_sinks,
     )
     moe = _moe_fields(family, config, name, dims, num_layers)
     return replace(spec, **moe) if moe else spec

@@ -27,6 +27,11 @@ def _layout(model: ModelSpec):
     return family_of(model.model_type).moe
 
 
+def _gate_up_rank(model: ModelSpec, rank: int) -> int:
+    """The LoRA rank peft gives a fused gate_up_proj: 2r where gate and up were two Linears (transformers 4), r for gpt-oss."""
+    return 2 * rank if _layout(model).gate_up_rank_doubled else rank
+
+
 def dropout_refused_on(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
     """The router/fused-expert targets of an adapter run with dropout: peft 0.21's ParamWrapper
     (`target_parameters`) refuses `lora_dropout != 0` on them. Empty when nothing is refused."""
@@ -90,6 +95,8 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     saved = FP32 * t * e  # softmax(router logits, dtype=float) keeps its fp32 output
     saved += INT64 * t * model.experts_per_token  # topk keeps its indices
     saved += 2 * INT64 * routed  # torch.where's (top_k_pos, token_idx) per expert, kept by the gathers and index_add_
+    if _layout(model).clamped_swiglu:  # gpt-oss
+        saved += clamped_swiglu_extra_bytes(model, run, dt)
     if _layout(model).fp32_routing_weights:
         # Mixtral: the fp32 top-k values and their sum, kept by the in-place renormalization, and the
         # fp32 routing weights beside each expert's down output, kept by their product
@@ -111,11 +118,27 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
         if weight != dt.adapter_bytes:
             # baddbmm keeps its factors, the LoRA B and A cast to the stack's dtype (rank 2r for gate_up)
             r = run.rank
-            factors = {"gate_up_proj": 2 * r * e * (h + 2 * i), "down_proj": r * e * (i + h)}
+            factors = {"gate_up_proj": _gate_up_rank(model, r) * e * (h + 2 * i), "down_proj": r * e * (i + h)}
             saved += weight * sum(n for name, n in factors.items() if name in adapted)
     if ROUTER in adapted and not trains_base:
         saved += FP32 * e * h  # the router's W + B·A (peft _LoraParameterProxy: bf16 + fp32 delta)
     return saved
+
+
+def clamped_swiglu_extra_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """gpt-oss's sparse layer against the generic one (probe-gpt-oss, saved tensor by tensor).
+
+    Its router softmaxes the k top logits in the stream's dtype (not all E in fp32), and the grouped
+    path keeps three int64 permutations (the gathers' and the restore's). Its gate is
+    (up.clamp + 1) * g * sigmoid(1.702 g), g = gate.clamp(max=7): the clamps keep gate_up's output
+    (2I), sigmoid its output, the products the clamped gate, up + 1 and their product, 6I per row
+    where a plain SwiGLU keeps 3I (already counted as the dense MLP of width k * I).
+    """
+    t, routed, lo = run.tokens, routed_tokens(model, run), dt.linear_out_bytes
+    router = lo * t * model.experts_per_token - FP32 * t * model.num_experts
+    # trainable expert biases are gathered per row by the sorted expert ids: one more int64 index
+    bias_index = INT64 * routed if run.method_record.trains_base else 0
+    return router + INT64 * routed + bias_index + 3 * lo * routed * model.expert_intermediate_size
 
 
 def experts_only_first_layer_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> int | None:
@@ -138,12 +161,14 @@ def experts_only_first_layer_bytes(model: ModelSpec, run: RunConfig, dt: DtypePl
     weight = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
     if "gate_up_proj" in adapted:
         saved += lo * routed * h + 3 * lo * routed * i
+        if _layout(model).clamped_swiglu:  # gpt-oss's gate keeps 6I per row, not 3I (clamped_swiglu_extra_bytes)
+            saved += 3 * lo * routed * i
     if "down_proj" in adapted:
         saved += lo * routed * i
         if "gate_up_proj" in adapted:
             saved += weight * e * h * i  # down's merged stack, kept for its (now grad-needing) input
     if weight != dt.adapter_bytes:
-        factors = {"gate_up_proj": 2 * r * e * (h + 2 * i), "down_proj": r * e * (i + h)}
+        factors = {"gate_up_proj": _gate_up_rank(model, r) * e * (h + 2 * i), "down_proj": r * e * (i + h)}
         saved += weight * sum(n for name, n in factors.items() if name in adapted)
     return saved
 
@@ -161,12 +186,33 @@ def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     lo, routed = dt.linear_out_bytes, routed_tokens(model, run)
     in_flight = lo * routed * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
     experts = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
+    if _layout(model).clamped_swiglu:
+        in_flight = max(in_flight, gpt_oss_recompute_end_bytes(model, run, dt))
     if _layout(model).fp32_routing_weights:
         # Mixtral: the per-token sum's gradient (tokens x k x H, cloned by its view) and the recomputed
         # routing product, both fp32 where 16-bit experts would make them 16-bit (OLMoE), meet at the
         # end of the layer's recompute
         in_flight += 2 * (FP32 - experts) * routed * model.hidden_size
     return in_flight
+
+
+def gpt_oss_recompute_end_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """gpt-oss under checkpointing: the peak is where a layer's recompute ends (probe-gpt-oss, CPU).
+
+    Recomputation stops at the layer's last saved tensor, the experts' restore permutation, while the
+    experts function's locals are still alive: the gathered tokens (unless kept for a gradient), down's
+    gathered bias and the weighted output; beside them the layer's residual and normed stream, the
+    gradient of its output, and the eager masks of both layer types (batch x seq² each).
+    """
+    t, routed, lo, h = run.tokens, routed_tokens(model, run), dt.linear_out_bytes, model.hidden_size
+    trains_base = run.method_record.trains_base
+    experts_trained = trains_base or run.method_record.adapter is not None and any(
+        name in EXPERT_TENSORS for name in run.method_record.adapter.placements(model, run)
+    )
+    rows = (2 if experts_trained else 3) * lo * routed * h
+    stream = (2 if trains_base else 3) * lo * t * h  # residual, normed input (kept anyway when trained), output gradient
+    masks = 2 * lo * run.batch * run.seq_len * run.seq_len
+    return rows + stream + masks
 
 
 def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan) -> int:

@@ -121,6 +121,7 @@ class ModelSpec:
     norm_scale_fp32: bool = False  # RMSNorm multiplies its weight in fp32 (Gemma: x̂ * (1 + w))
     fused_qkv: bool = False  # q, k and v come out of one Linear (Phi-3's qkv_proj)
     attn_softcap: bool = False  # Gemma-2 tanh-caps the attention scores: one more batch·heads·seq² tensor
+    attention_sinks: bool = False  # gpt-oss: a sink logit per head joins each softmax row (seq + 1 columns)
     # mixture of experts (planner/moe.py): E experts of MLP width I per layer, k per token; their
     # weights are the "experts" component, and `intermediate_size` is then k * I (balanced routing)
     num_experts: int = 0

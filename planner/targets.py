@@ -11,7 +11,7 @@ from .specs import TARGET_PRESETS, ModelSpec
 LM_HEAD = "lm_head"
 # a sparse MLP's adaptable tensors (transformers 5): the router's weight and the fused experts, which
 # peft 0.21 wraps through `target_parameters` (its `all-linear` includes all three)
-MOE_TARGETS = ("gate", "gate_up_proj", "down_proj")
+MOE_TARGETS = ("gate", "router", "gate_up_proj", "down_proj")  # router: gpt-oss's `mlp.router`
 
 
 def moe_shapes(model: ModelSpec) -> dict[str, tuple[int, int, int]]:
@@ -24,7 +24,9 @@ def moe_shapes(model: ModelSpec) -> dict[str, tuple[int, int, int]]:
     if not model.num_experts:
         return {}
     h, e, i, n = model.hidden_size, model.num_experts, model.expert_intermediate_size, model.num_layers
-    return {"gate": (h, e, n), "gate_up_proj": (2 * e * h, 2 * e * 2 * i, n), "down_proj": (e * i, e * h, n)}
+    layout = model.family.moe
+    g = 2 if layout.gate_up_rank_doubled else 1  # gpt-oss: gate_up_proj gets rank r·E (peft 0.21.2, meta device)
+    return {layout.router: (h, e, n), "gate_up_proj": (g * e * h, g * e * 2 * i, n), "down_proj": (e * i, e * h, n)}
 
 
 def short_name(target: str, names: tuple[str, ...], family: Family | None) -> str | None:
@@ -51,7 +53,9 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
     for raw in targets:
         target = raw.strip()
         if target == "all-linear":
-            chosen.update(names)
+            moe = model.family.moe if model.family is not None else None
+            # peft's all-linear skips a router and experts it does not convert (gpt-oss: no nn.Linear there)
+            chosen.update(model.module_names() if moe is not None and not moe.all_linear else names)
         elif target in ("attention", "mlp"):
             chosen.update(linear.name for linear in model.linears if linear.group == target)
             if target == "mlp":

@@ -73,6 +73,8 @@ PUBLISHED: dict[str, tuple[str, str]] = {
     "Qwen/Qwen3-32B": ("32,762,123,264", KERAS.format("qwen3/qwen3") + " qwen3_32b_en"),
     "Qwen/Qwen3-30B-A3B": ("30.5B", "Qwen3-30B-A3B model card (30.5B total, 3.3B activated)"),
     "allenai/OLMoE-1B-7B-0924": ("6.9B", "OLMoE paper, arXiv 2409.02060 (6.9B total, 1.3B active)"),
+    "openai/gpt-oss-20b": ("20.9B", "gpt-oss model card, arXiv 2508.10925 (20.9B total, 3.6B active)"),
+    "openai/gpt-oss-120b": ("116.8B", "gpt-oss model card, arXiv 2508.10925 (116.8B total, 5.1B active)"),
     # Gemma
     "google/gemma-2b": ("2,506,172,416", KERAS.format("gemma/gemma") + " gemma_2b_en"),
     "google/gemma-7b": ("8,537,680,896", KERAS.format("gemma/gemma") + " gemma_7b_en"),

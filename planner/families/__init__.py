@@ -10,6 +10,7 @@ from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, MoeLayout, Projecti
 from .gemma import GEMMA
 from .gemma2 import GEMMA2
 from .gemma3_text import GEMMA3_TEXT
+from .gpt_oss import GPT_OSS
 from .llama import LLAMA
 from .mistral import MISTRAL
 from .mixtral import MIXTRAL
@@ -31,6 +32,7 @@ FAMILIES: dict[str, Family] = {
     "mixtral": MIXTRAL,
     "gemma": GEMMA,
     "gemma3_text": GEMMA3_TEXT,
+    "gpt_oss": GPT_OSS,
 }
 
 

@@ -75,6 +75,18 @@ class MoeLayout:
     # the top-k routing weights stay fp32 and are renormalized in place (Mixtral's router never casts
     # them back), so the expert outputs they scale are promoted to fp32 before the per-token sum
     fp32_routing_weights: bool = False
+    # gpt-oss (transformers 5 `modeling_gpt_oss.py`): the router and every expert carry a bias
+    # (router (E), gate_up (E, 2I), down (E, H)); the experts are stored transposed, (E, H, 2I)
+    biases: bool = False
+    # peft's all-linear reaches the router and experts only where it converts a transformers-4 layout
+    # (separate Linears per expert); gpt-oss was fused already, so its all-linear is the attention only
+    all_linear: bool = True
+    # gate and up were two Linears of rank r each in transformers 4, so peft gives the fused gate_up
+    # rank 2r; gpt-oss's gate_up_proj was always one tensor and gets rank r
+    gate_up_rank_doubled: bool = True
+    # gpt-oss: softmax over the top-k logits only (16-bit, not fp32 over all E) and a clamped SwiGLU,
+    # (up + 1) * gate * sigmoid(alpha * gate), whose clamps and products save more (planner/moe.py)
+    clamped_swiglu: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,9 @@ class Family:
     sdpa: bool = True  # transformers has an SDPA path; False: `--attention sdpa` runs eager (Gemma-2)
     norm_scale_fp32: bool = False  # RMSNorm scales by its weight in fp32 (Gemma: x̂ * (1 + w), then cast)
     attn_softcap_key: str = ""  # config key whose value tanh-caps the attention scores (Gemma-2)
+    # gpt-oss: a learned logit per head ("sink") joins every softmax row: one parameter per head per
+    # layer, and the eager scores are softmaxed in the stream's dtype over seq + 1 columns
+    attention_sinks: bool = False
     # transformers' config-class defaults of the optional keys the planner reads, where they are
     # not the generic ones (kv heads = heads, head_dim = hidden / heads, untied, no bias)
     defaults: tuple[tuple[str, object], ...] = ()
