@@ -45,6 +45,17 @@ VLM_PROBE_MODELS: dict[str, dict] = {
         "vision_config": {"depth": 3, "embed_dim": 128, "num_heads": 4, "mlp_ratio": 4, "hidden_size": 256,
                           "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
     },
+    "probe-qwen3-vl": {  # nested text_config, as the hub files; two DeepStack taps
+        "model_type": "qwen3_vl", "tie_word_embeddings": False,
+        "image_token_id": 4000, "video_token_id": 4001, "vision_start_token_id": 4002, "vision_end_token_id": 4003,
+        "text_config": {"model_type": "qwen3_vl_text", "hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 3,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096,
+                        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "bos_token_id": 4004, "eos_token_id": 4005,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [8, 12, 12], "mrope_interleaved": True}},
+        "vision_config": {"depth": 3, "hidden_size": 128, "intermediate_size": 512, "num_heads": 4, "out_hidden_size": 256,
+                          "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+                          "deepstack_visual_indexes": [0, 1], "hidden_act": "gelu_pytorch_tanh"},
+    },
     "probe-mllama": {  # Llama-3.2-Vision: cross-attention layers 1 and 3, a 3 + 1 layer tiled tower
         "model_type": "mllama", "image_token_index": 4096,
         "text_config": {"model_type": "mllama_text_model", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4,
@@ -97,7 +108,7 @@ def component_of(name: str, model_type: str) -> str:
     """'vision', 'projector' or 'llm' for a parameter or module name of the bare model."""
     name = name.removeprefix("base_model.model.")
     vision, projector, llm = module_paths(model_type)
-    if _under(name, projector):
+    if any(_under(name, path) for path in (projector, *VLM_FAMILIES[model_type].projector_modules)):
         return "projector"
     if _under(name, vision):
         return "vision"
@@ -148,14 +159,14 @@ def build_vlm(hf_config: dict, run: RunConfig, vlm: VlmRun, device="cpu", meta: 
     method = run.method_record
     llm_trains = vlm.trains_llm
     quantized = llm_trains and method.quantizes_base or (vlm.stage == 1 and method.quantizes_base)
-    vision_prefix, projector_prefix, llm_prefix = family.vision_module, family.projector_module, family.llm_module
+    llm_prefix = family.llm_module
     if quantized:
         import peft
 
         def include(name: str) -> bool:
             if _under(name, llm_prefix) and ".layers." in name:
                 return True
-            return vlm.quantize_vision and _under(name, vision_prefix) and not _under(name, projector_prefix)
+            return vlm.quantize_vision and component_of(name, spec.model_type) == "vision"
 
         _quantize(model, run, include, meta)
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -53,7 +53,7 @@ def vlm_inputs(spec, run: RunConfig, vlm: VlmRun, fake: bool = False, seed: int 
     """The model's keyword arguments for one batch (tensors; fake ones allocate nothing)."""
     plan = image_plan(spec, run, vlm)
     config = spec.config
-    qwen = spec.model_type in ("qwen2_vl", "qwen2_5_vl")
+    qwen = spec.model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
     image_id = config.get("image_token_id", config.get("image_token_index"))
     vocab = spec.decoder.vocab_size
     gen = torch.Generator().manual_seed(seed)

@@ -72,6 +72,11 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         ("probe-mllama", VlmCase(replace(one, method="qlora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((300, 500),)))),
         ("probe-mllama", VlmCase(replace(one, method="lora", batch=3, seq_len=256, grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),)))),
     ]
+    # Qwen3-VL (16-px patches, DeepStack mergers, a tower checkpointing leaves out of autograd)
+    q3 = replace(base, seq_len=1024)
+    for (batch, size), method, stage, ckpt in product(((2, (224, 224)), (1, (640, 480))), ("lora", "qlora"), (1, 2), (False, True)):
+        images = 1 if batch == 2 else 2
+        cases.append(("probe-qwen3-vl", VlmCase(replace(q3, batch=batch, method=method, grad_ckpt=ckpt), VlmRun(stage=stage, images=images, image_sizes=(size,)))))
     return cases
 
 
@@ -87,6 +92,8 @@ VLM_TRACE_MODELS = {
     "HuggingFaceTB/SmolVLM2-500M-Video-Instruct": (VlmRun(image_sizes=((1024, 768),)), VlmRun(image_sizes=((2048, 512),))),
     # Llama-3.2-Vision pads every image to 4 tiles: the second setting is two images per example
     "meta-llama/Llama-3.2-11B-Vision-Instruct": (VlmRun(image_sizes=((560, 560),)), VlmRun(images=2, image_sizes=((1280, 720),))),
+    "Qwen/Qwen3-VL-2B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
+    "Qwen/Qwen3-VL-8B-Instruct": (VlmRun(image_sizes=((448, 448),)), VlmRun(image_sizes=((1344, 1008),))),
 }
 
 

@@ -52,6 +52,10 @@ class _Values(torch.Tensor):
 
         kwargs = kwargs or {}
         fake = any(_is_fake(t) for t in tree_flatten((args, kwargs))[0])
+        if fake and func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__):
+            # a boolean mask of values indexing a fake tensor (Qwen3-VL's DeepStack rows): its indices,
+            # taken outside the fake mode, as the real op takes them (a fake nonzero has no size)
+            args = (args[0], _mask_indices(args[1]), *args[2:])
         # the fake mode takes plain tensors only: unwrap (a view of the same storage, no copy)
         args, kwargs = tree_map(lambda t: t.as_subclass(torch.Tensor) if isinstance(t, cls) else t, (args, kwargs))
         with torch._C.DisableTorchFunctionSubclass():
@@ -60,6 +64,19 @@ class _Values(torch.Tensor):
             with unset_fake_temporarily():
                 out = func(*args, **kwargs)
         return tree_map(lambda t: t.as_subclass(cls) if isinstance(t, torch.Tensor) and not _is_fake(t) else t, out)
+
+
+def _mask_indices(index):
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    parts, out = index if isinstance(index, tuple) else (index,), []
+    for part in parts:
+        if isinstance(part, _Values) and part.dtype == torch.bool:
+            with torch._C.DisableTorchFunctionSubclass(), unset_fake_temporarily():
+                out += [i.as_subclass(_Values) for i in part.as_subclass(torch.Tensor).nonzero(as_tuple=True)]
+        else:
+            out.append(part)
+    return tuple(out)
 
 
 def _real_values(inputs: dict) -> dict:
@@ -89,8 +106,10 @@ def _on_values(method):
 # helpers that build position ids from the grid and the token values with Python loops and
 # factories (`torch.zeros`, `torch.tensor(list)`), which under the fake mode would make fake tensors:
 # Qwen-VL's M-RoPE index (a method) and the vision tower's 2D position ids (a module function)
-ROPE_INDEX_CLASSES = (("qwen2_vl", "Qwen2VLModel"), ("qwen2_5_vl", "Qwen2_5_VLModel"))
-VALUE_FUNCTIONS = (("qwen2_vl", "get_vision_position_ids"),)
+ROPE_INDEX_CLASSES = (("qwen2_vl", "Qwen2VLModel"), ("qwen2_5_vl", "Qwen2_5_VLModel"), ("qwen3_vl", "Qwen3VLModel"))
+# Qwen3-VL also resamples its learned position table per grid (indices and weights from the grid)
+VALUE_FUNCTIONS = (("qwen2_vl", "get_vision_position_ids"), ("qwen3_vl", "get_vision_position_ids"),
+                   ("qwen3_vl", "get_vision_interpolation_indices_and_weights"))
 
 
 def _modeling(name: str):

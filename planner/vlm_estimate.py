@@ -312,7 +312,7 @@ def _vision_projector_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, plan: Im
     vit_tokens = batch * plan.vit_tokens
     llm_image_tokens = batch * sum(t.llm for t in plan.per_image)
     vision_trains = vlm.vision != "freeze"
-    hooked = run.grad_ckpt  # enable_input_require_grads() hooks the tower's patch embedding too
+    hooked = run.grad_ckpt and spec.family.vision_hooked  # enable_input_require_grads() hooks the tower's patch embedding too
     if spec.family.cross_attention_layers is not None:  # Mllama's tiled tower: planner/vision/cross_attention.py
         from .vision.cross_attention import mllama_vision_terms
 
@@ -337,6 +337,10 @@ def _vision_projector_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, plan: Im
         # also its LayerNorm (input + mean/rstd); LLaVA's first Linear keeps the tower's hidden state
         if spec.projector.in_tokens_per_out > 1:
             saved = vit_tokens * (2 * v.width * b + 2 * FP32) + 2 * llm_image_tokens * proj.linears[0].out_features * b
+            # Qwen3-VL's DeepStack mergers save alike; a norm input the tower's next block keeps is one storage
+            saved *= proj.branches
+            shared = proj.shared_inputs + (proj.block_shared_inputs if vision_trains or hooked else 0)
+            saved -= shared * vit_tokens * v.width * b
         elif not proj.act_between:
             saved = vit_tokens * v.width * b  # one Linear: its input (Idefics3's pixel-shuffled copy, same size)
         else:

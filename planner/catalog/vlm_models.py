@@ -14,6 +14,26 @@ _QWEN25_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "
 _QWEN_PROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}  # preprocessor_config.json of the Qwen2-VL / Qwen2.5-VL checkpoints
 _CLIP_336 = {"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "vocab_size": 32000}
 _LLAVA = {"vision_feature_layer": -2, "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu", "image_token_index": 32000, "image_seq_length": 576}
+# Qwen3-VL's preprocessor_config.json: size {shortest_edge 65536, longest_edge 16777216}, patch 16, merge 2
+_QWEN3_PROCESSOR = {"min_pixels": 65536, "max_pixels": 16777216}
+_QWEN3_VISION_S = {"depth": 24, "hidden_size": 1024, "intermediate_size": 4096}  # 2B and 4B
+_QWEN3_VISION_L = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304}  # 8B
+
+
+def _qwen3_vl(width: int, mlp: int, layers: int, heads: int, tie: bool, vision: dict, deepstack: list) -> dict:
+    return {
+        "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"], "tie_word_embeddings": tie,
+        "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+        "text_config": {"model_type": "qwen3_vl_text", "hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": layers,
+                        "num_attention_heads": heads, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                        "max_position_embeddings": 262144, "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False,
+                        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+                        "rope_theta": 5000000, "tie_word_embeddings": tie, "dtype": "bfloat16"},
+        "vision_config": {"model_type": "qwen3_vl", **vision, "num_heads": 16, "hidden_act": "gelu_pytorch_tanh", "in_channels": 3,
+                          "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+                          "out_hidden_size": width, "deepstack_visual_indexes": deepstack},
+    }
+
 
 _SIGLIP_SO400M = {"model_type": "siglip_vision_model", "hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
                   "num_attention_heads": 16, "patch_size": 14, "vision_use_head": False}
@@ -83,6 +103,27 @@ VLM_CONFIGS: dict[str, dict] = {
             "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
             "vision_config": {**_QWEN25_VISION, "out_hidden_size": 3584},
         },
+    },
+    # Qwen3-VL: config.json of the hub repos named by the keys (text nested in text_config,
+    # tie_word_embeddings at the root). 2B and 8B as ported in pytorch/torchtitan
+    # (torchtitan/experiments/qwen3_vl/__init__.py: widths, layers, heads, kv heads, head_dim 128, tying,
+    # vision towers, DeepStack taps, mrope_section [24, 20, 20]); 4B as vendored verbatim in kohya-ss'
+    # Krea 2 loader (QWEN3_VL_4B_INSTRUCT_CONFIG); its tower as in amdrajeevp1/onnxruntime-genai's
+    # examples/python/qwen3-vl-4b notes. 32B is left out: no citable config.json was found.
+    "Qwen/Qwen3-VL-2B-Instruct": {
+        "aliases": ("qwen3-vl-2b",),
+        "processor": _QWEN3_PROCESSOR,
+        "config": _qwen3_vl(2048, 6144, 28, 16, True, _QWEN3_VISION_S, [5, 11, 17]),  # params: 2,127,532,032 (vision 306,242,560; mergers 100,714,496)
+    },
+    "Qwen/Qwen3-VL-4B-Instruct": {
+        "aliases": ("qwen3-vl-4b",),
+        "processor": _QWEN3_PROCESSOR,
+        "config": _qwen3_vl(2560, 9728, 36, 32, True, _QWEN3_VISION_S, [5, 11, 17]),  # params: 4,437,815,808 (vision 306,242,560; mergers 109,105,152)
+    },
+    "Qwen/Qwen3-VL-8B-Instruct": {
+        "aliases": ("qwen3-vl-8b",),
+        "processor": _QWEN3_PROCESSOR,
+        "config": _qwen3_vl(4096, 12288, 36, 32, False, _QWEN3_VISION_L, [8, 16, 24]),  # params: 8,767,123,696 (vision 415,891,440; mergers 160,496,896)
     },
     # Llama-3.2-11B-Vision(-Instruct) share one config.json. vision_config and preprocessor_config.json as
     # quoted from the hub files in danbev/learning-ai (notes on Llama-3.2-11B-Vision-Instruct); text_config

@@ -11,11 +11,13 @@ from .llava import LLAVA, LLAVA_NEXT
 from .mllama import MLLAMA
 from .paligemma import PALIGEMMA
 from .qwen2_vl import QWEN2_5_VL, QWEN2_VL
+from .qwen3_vl import QWEN3_VL
 from .record import ImageTokens, Projector, VisionTower, VlmFamily, VlmSpec
 
 VLM_FAMILIES: dict[str, VlmFamily] = {
     "qwen2_vl": QWEN2_VL,
     "qwen2_5_vl": QWEN2_5_VL,
+    "qwen3_vl": QWEN3_VL,
     "llava": LLAVA,
     "llava_next": LLAVA_NEXT,
     "paligemma": PALIGEMMA,

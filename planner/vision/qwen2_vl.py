@@ -102,15 +102,17 @@ def merger(config: dict, tower: VisionTower, llm_width: int, norm_params: int) -
     )
 
 
-def image_tokens(spec, width: int, height: int, max_pixels: int | None) -> ImageTokens:
+def image_tokens(spec, width: int, height: int, max_pixels: int | None,
+                 min_default: int = HUB_MIN_PIXELS, max_default: int = HUB_MAX_PIXELS) -> ImageTokens:
     """smart_resize to multiples of patch x merge within [min_pixels, max_pixels]; one LLM token per
     2x2 patches, plus the two vision specials. The ViT sees 4x as many patches (one temporal patch:
-    a still image is repeated to the temporal patch size)."""
+    a still image is repeated to the temporal patch size). Qwen3-VL shares the rule with its own
+    patch (16) and pixel bounds."""
     v = _vision_config(spec.config)
     patch, merge = spec.vision.patch_size, _need(v, "spatial_merge_size", 2)
     processor = spec.processor
-    min_pixels = processor.get("min_pixels", HUB_MIN_PIXELS)
-    max_pixels = max_pixels or processor.get("max_pixels", HUB_MAX_PIXELS)
+    min_pixels = processor.get("min_pixels", min_default)
+    max_pixels = max_pixels or processor.get("max_pixels", max_default)
     h, w = smart_resize(height, width, patch * merge, min_pixels, max_pixels)
     patches = (h // patch) * (w // patch)
     return ImageTokens(llm=patches // (merge * merge) + SPECIALS, vit=patches, tiles=1, resized=(w, h))

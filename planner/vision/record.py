@@ -73,6 +73,11 @@ class Projector:
     other_params: int = 0  # norms, LLaVA-NeXT's image_newline, ...
     in_tokens_per_out: int = 1  # Qwen's merger reads 2x2 patches per LLM token
     act_between: bool = True  # LLaVA: GELU between two Linears; False: one Linear (PaliGemma, Idefics3's connector)
+    branches: int = 1  # mergers reading the tower, each saving alike (Qwen3-VL: final + one per DeepStack block)
+    # DeepStack mergers whose norm input is a tensor kept anyway, one storage: the final merger's
+    # (a tap on the last block), and a block input the tower keeps while it is in autograd
+    shared_inputs: int = 0
+    block_shared_inputs: int = 0
 
     @property
     def params(self) -> int:
@@ -137,11 +142,15 @@ class VlmFamily:
     projector_module: str
     llm_module: str
     torch_class: str  # transformers class the builder makes
+    projector_modules: tuple[str, ...] = ()  # further projector paths (Qwen3-VL's DeepStack mergers)
     default_image: tuple[int, int] = (448, 448)
     prefix_lm: bool = False  # PaliGemma: token_type_ids make the decoder's mask bidirectional over image + prefix
     # transformers' gradient_checkpointing_enable() checkpoints the tower's blocks
     # (GradientCheckpointingLayer); Mllama's are plain modules
     vision_checkpointed: bool = True
+    # enable_input_require_grads() hooks the tower's get_input_embeddings(); Qwen3-VL's vision model
+    # has none (NotImplementedError), so under checkpointing its frozen tower stays out of autograd
+    vision_hooked: bool = True
     # cross-attention VLMs (Mllama): config -> the decoder layers that attend to the vision features
     cross_attention_layers: Callable[[dict], list[int]] | None = None
     decoder_extra: Callable[[dict, ModelSpec], int] | None = None  # decoder params beyond its Llama-style stack
