@@ -178,11 +178,15 @@ def error_report(db=None, current: bool = False, allow_empty: bool = False) -> E
 
 
 # ---------------------------------------------------------------- one full-size trace
-def trace(model: str, run: RunConfig) -> dict:
+def trace(model: str, run: RunConfig, vlm=None) -> dict:
     """Trace one config at full size on fake tensors, beside its estimate (the `calibrate --trace` document).
+
+    `vlm` (a `VlmRun`: stage, images, strategies) is for a vision-language model only; None: stage 2
+    with one image of the family's default size.
 
     Raises:
         UnknownModelError: `model` does not resolve.
+        ConfigError: `vlm` given for a text model.
     """
     from vramplan.planner.catalog import resolve_model
     from vramplan.planner.estimator import estimate
@@ -191,10 +195,14 @@ def trace(model: str, run: RunConfig) -> dict:
     from .runner import measure
 
     resolved = resolve_model(model)
-    if is_vlm_config(resolved.config):  # vision tower + projector + LLM: stage 2, the family's default image
+    if is_vlm_config(resolved.config):  # vision tower + projector + LLM
         from .vlm_trace import trace_document
 
-        return trace_document(resolved, run)
+        return trace_document(resolved, run, vlm)
+    if vlm is not None:
+        from vramplan.planner.errors import ConfigError
+
+        raise ConfigError(f"--stage and the image flags are for vision-language models; {resolved.spec.name} is a text model")
     predicted = estimate(resolved.spec, run).breakdown  # device_kind cuda: the trace imitates the GPU's code paths
     return trace_summary(resolved, run, predicted, measure("trace", resolved.config, run, steps=2))
 

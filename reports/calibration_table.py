@@ -33,7 +33,10 @@ def render_error_table(console: Console, summaries: list[ErrorSummary], excluded
 
 
 def render_trace(console: Console, result: dict) -> None:
-    table = Table(title=f"Traced step: {result['model']} {result['method']}", title_justify="left")
+    title = f"Traced step: {result['model']} {result['method']}"
+    if "stage" in result:  # a vision-language model: which stage, how many image tokens
+        title += f", stage {result['stage']}, {result['image_tokens']:,} image tokens"
+    table = Table(title=title, title_justify="left")
     table.add_column("")
     table.add_column("GiB", justify="right")
     table.add_row("traced peak allocated", f"{result['measured_bytes'] / 2**30:.3f}")

@@ -12,6 +12,7 @@ from .planner.methods import METHOD_KEYS
 from .cli import _split, cli, options_from_kwargs, run_options
 from .planner.errors import ConfigError
 from .calibrate.matrix import DEVICES, PRESETS
+from .vlm_cmd import VLM_FLAGS, vlm_options, vlm_requested
 
 
 @cli.command()
@@ -31,6 +32,7 @@ from .calibrate.matrix import DEVICES, PRESETS
 @run_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output (--report: a list of rows; --trace: one object).")
 @click.option("--html", "html_path", type=click.Path(), default=None, help="With --report: also write a self-contained HTML page (estimated vs measured, the error tables).")
+@vlm_options
 def calibrate(device, preset, models, methods, where, steps, db, redo, report, current, trace, model, method, as_json, html_path, **kwargs):
     """Measure real peak memory, store it beside the estimate, fit corrections, report the error.
 
@@ -43,10 +45,16 @@ def calibrate(device, preset, models, methods, where, steps, db, redo, report, c
     if html_path is not None and not report:
         raise ConfigError("--html goes with --report (the page shows the store's runs)")
     allow_long = kwargs.pop("allow_long_context")
+    vlm_values = {name: kwargs.pop(name) for name in VLM_FLAGS}
+    if vlm_requested(vlm_values):  # the stage and images of one traced VLM config
+        if not trace:
+            raise ConfigError("--stage, --images, --image-size, --max-pixels, --vision, --projector and --quantize-vision go with --trace (one VLM config)")
+        if vlm_values["schedule"]:
+            raise ConfigError("--schedule: --trace traces one stage at a time; give --stage 1 or --stage 2")
     if report:
         _report(db, as_json, current, html_path)
     elif trace:
-        _trace(model, method, options_from_kwargs(kwargs), as_json, allow_long)
+        _trace(model, method, options_from_kwargs(kwargs), as_json, allow_long, vlm_values)
     else:
         _run_matrix(device, preset, models, methods, steps, db, redo, where)
 
@@ -81,7 +89,7 @@ def _report(db, as_json, current=False, html_path=None):
         wrote(html_path, write_report(html_path, trust_page(db, current), "--html"), err=as_json)
 
 
-def _trace(model, method, options, as_json, allow_long=False):
+def _trace(model, method, options, as_json, allow_long=False, vlm_values=None):
     if not model:
         raise ConfigError("--trace needs --model (e.g. --model 8b)")
     from . import preflight
@@ -94,7 +102,12 @@ def _trace(model, method, options, as_json, allow_long=False):
     if not as_json:
         checks.echo()
     quiet_libraries(lambda message: click.echo(message, err=True))
-    out = trace(model, checks.run)
+    vlm = None
+    if vlm_values and vlm_requested(vlm_values):
+        from .vlm_cmd import vlm_run_from_flags
+
+        vlm = vlm_run_from_flags(vlm_values)
+    out = trace(model, checks.run, vlm)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
