@@ -68,6 +68,16 @@ PROBE_MODELS: dict[str, dict] = {
         "final_logit_softcapping": None, "attn_logit_softcapping": None,
     },
     # --- mixture of experts (issue 13): fused experts and a top-k router; a small vocab so the layers weigh ---
+    "probe-deepseek-v2": {  # MLA (V2-Lite's layout: q_proj, a kv latent of 64, q/k heads of 48 + 16, v of 48), layer 0 dense, 2 shared experts
+        "model_type": "deepseek_v2", "architectures": ["DeepseekV2ForCausalLM"],
+        "hidden_size": 256, "intermediate_size": 512, "moe_intermediate_size": 128, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1024,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "hidden_act": "silu",
+        "n_routed_experts": 8, "num_experts_per_tok": 2, "n_shared_experts": 2, "first_k_dense_replace": 1,
+        "kv_lora_rank": 64, "q_lora_rank": None, "qk_nope_head_dim": 48, "qk_rope_head_dim": 16, "v_head_dim": 48,
+        "routed_scaling_factor": 1.0, "topk_method": "greedy", "n_group": 1, "topk_group": 1, "norm_topk_prob": False,
+        "pad_token_id": None, "eos_token_id": 2, "bos_token_id": 1,
+    },
     "probe-olmoe": {  # 8 experts, 2 per token; q/k norms over the full q and kv widths
         "model_type": "olmoe", "architectures": ["OlmoeForCausalLM"],
         "hidden_size": 256, "intermediate_size": 128, "num_hidden_layers": 3,
@@ -103,5 +113,5 @@ PROBE_MODELS: dict[str, dict] = {
 }
 # the router load-balancing loss switched on (config.json's output_router_logits), as people train MoEs
 PROBE_MODELS["probe-mixtral-aux"] = {**PROBE_MODELS["probe-mixtral"], "output_router_logits": True, "router_aux_loss_coef": 0.02}
-MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral", "probe-gpt-oss")  # measured by matrix._cpu_moe
+MOE_PROBES = ("probe-olmoe", "probe-qwen3-moe", "probe-mixtral", "probe-gpt-oss", "probe-deepseek-v2")  # measured by matrix._cpu_moe
 FAMILY_PROBES = ("probe-gemma2", "probe-phi3", "probe-mistral", "probe-llama2", "probe-gemma", "probe-gemma3")  # measured by matrix._cpu_families

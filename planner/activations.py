@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dtypes import DtypePlan
+from .mla import mla_attention_saved_bytes
 from .moe import experts_only_first_layer_bytes, moe_layer_saved_bytes
 from .sdpa_dispatch import cuda_math_sdpa, math_sdpa_saved
 from .specs import ModelSpec, RunConfig
 from .stack import stack_for
+from .targets import MOE_TARGETS
 
 FP32 = 4
 INT64 = 8
@@ -97,10 +99,14 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
         # an fp32 stream (4-bit base) makes softmax's .to(query.dtype) a no-op: one tensor, saved once
         scores = (FP32 + (lo if lo != FP32 else 0) + capped) * run.batch * model.num_heads * run.seq_len * run.seq_len
 
+    if model.kv_lora_rank and run.attention == "sdpa":  # DeepSeek-V2's latent attention: v narrower than q/k
+        attention, scores = mla_attention_saved_bytes(model, run, attn_dtype, lo, trains_base)
+
     # gated MLP: act() saves gate, the product saves act(gate) and up
     mlp = 3 * lo * t * inter if model.gated_mlp else lo * t * inter
 
-    in_dtype = {"attention_in": s, "attn_out": lo, "mlp_in": s, "mlp_prod": lo}
+    # kv_latent: MLA's kv_a_layernorm output, in the stream's dtype like every norm's
+    in_dtype = {"attention_in": s, "attn_out": lo, "mlp_in": s, "mlp_prod": lo, "kv_latent": s}
     if dt.autocast:
         in_dtype = {key: c for key in in_dtype}  # autocast saves its 16-bit cast of the input
     linear_inputs = 0
@@ -150,6 +156,18 @@ def first_layer_savings(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted
     return method.adapter.first_layer_savings(model, run, dt, adapted, frozen_layer, _norm_saved_bytes(model, run, dt))
 
 
+def leading_layers_savings(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> int:
+    """`first_layer_savings` where layer kinds differ (DeepSeek): leading dense layers that hold no
+    adapted tensor (LoRA on the experts alone) keep nothing at all, and the first sparse layer is
+    then the one whose input needs no gradient."""
+    kinds = model.layer_kinds
+    (first, count), rest = kinds[0], kinds[1:]
+    own = set(first.module_names()) | (set(MOE_TARGETS) if first.num_experts else set())
+    if rest and run.method_record.adapter is not None and not run.grad_ckpt and not own & set(adapted):
+        return count * layer_activations(first, run, dt, adapted).total + first_layer_savings(rest[0][0], run, dt, adapted)
+    return first_layer_savings(first, run, dt, adapted)
+
+
 def checkpoint_inputs_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     """Non-reentrant checkpointing keeps each layer's input hidden state and nothing else."""
     return model.num_layers * dt.stream_bytes * run.tokens * model.hidden_size
@@ -162,7 +180,8 @@ def layer_transient_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     the promoted fp32 sum (peft adds an fp32 LoRA result to a 16-bit base result).
     """
     t = run.tokens
-    widest = max(model.intermediate_size, model.num_heads * model.head_dim)
+    # DeepSeek's shared experts run apart from the routed ones: the widest op is the routed k x I
+    widest = max(model.intermediate_size - model.shared_expert_intermediate_size, model.num_heads * model.head_dim)
     lo = dt.linear_out_bytes
     adapter = run.method_record.adapter
     mlp_adapted = adapter is not None and adapter.widens_mlp_output(adapted)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from .errors import UnknownModelError
 from .families import FAMILIES, Family
+from .mla import dense_and_shared_mlp, mla_fields, mla_widths
 from .specs import Component, LinearSpec, ModelSpec
 
 # the model_types counted analytically: a live view, so a family registered later is in it
@@ -35,6 +36,10 @@ def _widths(family: Family, config: dict, name: str) -> tuple[dict[str, int], in
         "q": heads * head_dim,
         "kv": kv_heads * head_dim,
     }
+    if family.mla:  # DeepSeek-V2: q/k heads of nope + rope, v of v_head_dim, a kv latent (planner/mla.py)
+        mla, head_dim = mla_widths(family, config, name, heads)
+        dims.update(mla)
+        kv_heads = heads
     return dims, heads, kv_heads, head_dim
 
 
@@ -48,7 +53,7 @@ def _moe_fields(family: Family, config: dict, name: str, dims: dict[str, int], n
     moe = family.moe
     if moe is None:
         return {}
-    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1) or 1) != 1:
+    if config.get("mlp_only_layers") or int(config.get("moe_layer_freq", 1) or 1) != 1 or int(config.get("decoder_sparse_step", 1) or 1) != 1:
         raise UnknownModelError(f"config.json of {name} mixes dense and sparse layers (mlp_only_layers / decoder_sparse_step); only all-sparse MoE models are counted")
     experts = int(family.option(config, moe.experts_key) or 0)
     top_k = int(family.option(config, moe.top_k_key) or 0)
@@ -57,15 +62,17 @@ def _moe_fields(family: Family, config: dict, name: str, dims: dict[str, int], n
         raise UnknownModelError(f"config.json of {name}: {moe.experts_key}={experts}, {moe.top_k_key}={top_k}; need 1 <= top-k <= experts")
     hidden = dims["hidden"]
     per_layer = experts * hidden + experts * 3 * hidden * inter  # router + gate_up + down of every expert
+    mlp = dense_and_shared_mlp(family, config, hidden, num_layers, name)  # DeepSeek: dense layers, shared experts
     if moe.biases:
         per_layer += experts + experts * (2 * inter + hidden)  # gpt-oss: router, gate_up and down biases
     return {
-        "intermediate_size": top_k * inter,
+        "intermediate_size": top_k * inter + mlp.get("shared_expert_intermediate_size", 0),
         "num_experts": experts,
         "experts_per_token": top_k,
         "expert_intermediate_size": inter,
         "router_aux_loss": bool(config.get("output_router_logits", False)),  # MoE configs default it off
-        "extra_components": (Component("experts", "experts", num_layers, other_params_per_layer=per_layer, family=family.model_type),),
+        "extra_components": (Component("experts", "experts", num_layers - mlp.get("dense_layers", 0), other_params_per_layer=per_layer, family=family.model_type),),
+        **mlp,
     }
 
 
@@ -94,6 +101,7 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
     window = (family.option(config, family.sliding_window_key) or 0) if family.sliding_window_key else 0
     num_layers = _require(config, "num_hidden_layers", name)
     qk_norm_params = (dims["q"] + dims["kv"] if family.qk_norm_full else 2 * head_dim) if family.qk_norm else 0
+    qk_norm_params += dims.get("kv_latent", 0)  # MLA's kv_a_layernorm
     spec = ModelSpec(
         name=name,
         model_type=model_type,
@@ -122,4 +130,7 @@ def spec_from_config(config: dict, name: str, source: str = "catalog") -> ModelS
         attention_sinks=family.attention_sinks,
     )
     moe = _moe_fields(family, config, name, dims, num_layers)
+    if "linears" in moe:  # DeepSeek's dense and shared-expert MLP Linears join the attention ones
+        moe["linears"] = spec.linears + moe["linears"]
+    moe.update(mla_fields(family, config))
     return replace(spec, **moe) if moe else spec

@@ -9,7 +9,7 @@ from operator import attrgetter
 from .activations import (
     checkpoint_inputs_bytes,
     final_norm_bytes,
-    first_layer_savings,
+    leading_layers_savings,
     layer_activations,
     layer_transient_bytes,
     logits_bytes,
@@ -59,7 +59,16 @@ class Estimate:
 
 def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
     """Saved activations (per checkpointing mode), the loss, and in-flight tensors."""
-    layer = layer_activations(model, run, dt, adapted)
+    # one layer of each kind (DeepSeek: dense, then sparse; else all alike) and how many there are
+    kinds = [(view, layer_activations(view, run, dt, adapted), n) for view, n in model.layer_kinds]
+
+    def held_in_backward(kind) -> int:  # one recomputed layer of this kind and what its backward has in flight
+        view, saved, _ = kind
+        return saved.total + layer_transient_bytes(view, run, dt, adapted) + moe_backward_bytes(view, run, dt)
+
+    # checkpointed, the kind that holds more at its backward makes the peak; else the last layer starts backward
+    top, layer, _ = max(kinds, key=held_in_backward) if run.grad_ckpt else kinds[-1]
+    first_layer = kinds[0][1]  # layer 0's kind
     fwd_bwd = frozenset({FORWARD, BACKWARD})
     in_flight = frozenset({BACKWARD, BACKWARD_END})
     t = run.tokens
@@ -75,23 +84,23 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
             Term("activations/layer", layer.total, "one layer recomputed in backward (all it saves)", frozenset({BACKWARD})),
         ]
         if model.num_experts:
-            terms.append(Term("activations/experts_backward", moe_backward_bytes(model, run, dt), "the recomputed sparse layer's expert-loop gradients, all experts at once (planner/moe.py)", frozenset({BACKWARD})))
+            terms.append(Term("activations/experts_backward", moe_backward_bytes(top, run, dt), "the recomputed sparse layer's expert-loop gradients, all experts at once (planner/moe.py)", frozenset({BACKWARD})))
             if run.method_record.trains_base and run.grad_accum == 1:  # accumulating, grads/trainable holds them already
-                terms.append(Term("grads/upper_layers", upper_layer_grads_bytes(model, dt), f"gradients of layers 1..{model.num_layers - 1}, written before layer 0's recomputed backward", frozenset({BACKWARD})))
+                terms.append(Term("grads/upper_layers", upper_layer_grads_bytes(model, dt, top), "gradients of the layers above the recomputed one at the peak (layer 0; DeepSeek: the first sparse one)", frozenset({BACKWARD})))
     else:
-        first = first_layer_savings(model, run, dt, adapted)
-        saved = model.num_layers * (layer.total - layer.attention_scores) - first
-        note = f"{model.num_layers} layers x {layer.total - layer.attention_scores:,} B saved for backward"
+        first = leading_layers_savings(model, run, dt, adapted)
+        saved = sum(n * (kind.total - kind.attention_scores) for _, kind, n in kinds) - first
+        note = " + ".join(f"{n} layers x {kind.total - kind.attention_scores:,} B" for _, kind, n in kinds) + " saved for backward"
         if first:
             note += f", {first:,} B less in layer 0 (its input needs no gradient)"
         terms.append(Term("activations/layers", saved, note, fwd_bwd))
         if layer.attention_scores:
             terms.append(
-                Term("activations/attention_scores", model.num_layers * layer.attention_scores, "attention probabilities, batch x heads x seq^2 (eager attention, or CUDA's math SDPA for fp32 with grouped kv heads)", fwd_bwd)
+                Term("activations/attention_scores", sum(n * kind.attention_scores for _, kind, n in kinds), "attention probabilities, batch x heads x seq^2 (eager attention, or CUDA's math SDPA for fp32 with grouped kv heads)", fwd_bwd)
             )
     # when the last gradients are written, about half of layer 0's saved tensors are already freed
-    terms.append(Term("activations/last_layer", layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
-    terms.append(Term("activations/transient", layer_transient_bytes(model, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
+    terms.append(Term("activations/last_layer", first_layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
+    terms.append(Term("activations/transient", layer_transient_bytes(top, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
     terms += router_aux_loss_terms(model, run, dt)  # a MoE config with output_router_logits on
     method = run.method_record
     if method.adapter is not None:

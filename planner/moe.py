@@ -100,7 +100,8 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
     if _layout(model).fp32_routing_weights:
         # Mixtral: the fp32 top-k values and their sum, kept by the in-place renormalization, and the
         # fp32 routing weights beside each expert's down output, kept by their product
-        saved += FP32 * t * (model.experts_per_token + 1) + lo * routed * h + FP32 * routed
+        renorm = 0 if _layout(model).router_fp32 else FP32 * t * (model.experts_per_token + 1)  # DeepSeek: scaled, not renormalized
+        saved += renorm + lo * routed * h + FP32 * routed
     else:
         saved += lo * routed * (h + 1)  # each expert's down output and routing weights, kept by their product
     experts_adapted = any(name in adapted for name in EXPERT_TENSORS)
@@ -108,7 +109,8 @@ def moe_layer_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapt
         # a weight that needs a gradient makes F.linear keep its input: the gathered tokens, act(gate) * up
         saved += lo * routed * (h + i)
     if trains_base or ROUTER in adapted:
-        saved += lo * t * h  # the router's input, kept for its weight gradient
+        # the router's input, kept for its weight gradient (DeepSeek: the fp32 copy it casts to)
+        saved += (FP32 if _layout(model).router_fp32 else lo) * t * h
     if experts_adapted and not trains_base:
         # peft's ParamWrapper folds B·A into the expert stack (baddbmm, in the weight's dtype) under
         # parametrize.cached(): the merged stack is what F.linear keeps, for the whole layer
@@ -193,6 +195,9 @@ def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
         # routing product, both fp32 where 16-bit experts would make them 16-bit (OLMoE), meet at the
         # end of the layer's recompute
         in_flight += 2 * (FP32 - experts) * routed * model.hidden_size
+    # DeepSeek: the shared experts' backward runs first, so their gate, up and act(gate) saves (counted
+    # in the layer's `mlp`) are freed by then (measured on probe-deepseek-v2)
+    in_flight -= 3 * lo * run.tokens * model.shared_expert_intermediate_size
     return in_flight
 
 
@@ -215,13 +220,25 @@ def gpt_oss_recompute_end_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan)
     return rows + stream + masks
 
 
-def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan) -> int:
-    """Full fine-tuning with checkpointing: the gradients of every layer above the first, written
-    while layer 0 is recomputed and its (wide) expert backward runs, which is then the peak."""
+def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan, top: ModelSpec | None = None) -> int:
+    """Full fine-tuning with checkpointing: the gradients of every layer above the first layer of the
+    kind whose recompute holds the peak (`top`; layer 0 where all layers are alike), written while that
+    layer is recomputed and its (wide) expert backward runs. DeepSeek: the first sparse layer (measured
+    on probe-deepseek-v2: only the layers above it hold gradients then)."""
     if not model.num_experts:
         return 0
-    layer_params = model.layer_linear_params + model.norm_params_per_layer + model.expert_params // model.num_layers
-    return (model.num_layers - 1) * layer_params * dt.weight_bytes
+    per_sparse_layer = model.expert_params // model.sparse_layers
+    sizes = [
+        (view, count, sum(linear.params for linear in view.linears) + model.norm_params_per_layer + (per_sparse_layer if view.num_experts else 0))
+        for view, count in model.layer_kinds
+    ]
+    below = 0  # the layers up to and including the peak's one
+    for view, count, params in sizes:
+        below += params
+        if top is None or view is top:
+            break
+        below += (count - 1) * params
+    return (sum(count * params for _, count, params in sizes) - below) * dt.weight_bytes
 
 
 def router_aux_loss_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
@@ -235,5 +252,5 @@ def router_aux_loss_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> li
     """
     if not (model.num_experts and model.router_aux_loss):
         return []
-    saved = model.num_layers * run.tokens * model.num_experts * dt.linear_out_bytes
+    saved = model.sparse_layers * run.tokens * model.num_experts * dt.linear_out_bytes
     return [Term("experts/router_aux_loss", saved, "router aux loss: one tokens x experts softmax (then its gradient) per layer", frozenset({FORWARD, BACKWARD}))]

@@ -37,13 +37,14 @@ def full_model_tensors(model: ModelSpec) -> list[tuple[int, int]]:
     if model.lm_head_params:
         tensors.append((model.lm_head_params, 1))
     for linear in model.linears:
-        tensors.append((linear.in_features * linear.out_features, model.num_layers))
+        tensors.append((linear.in_features * linear.out_features, model.linear_layers(linear)))
         if linear.bias:
-            tensors.append((linear.out_features, model.num_layers))
+            tensors.append((linear.out_features, model.linear_layers(linear)))
     tensors.append((model.norm_params_per_layer, model.num_layers))  # lumped: same bytes
     if model.num_experts:  # a sparse MLP: the router and the two fused expert stacks (planner/moe.py)
         e, h, i = model.num_experts, model.hidden_size, model.expert_intermediate_size
-        tensors += [(e * h, model.num_layers), (e * 2 * i * h, model.num_layers), (e * h * i, model.num_layers)]
+        n = model.sparse_layers  # DeepSeek's leading dense layers have none
+        tensors += [(e * h, n), (e * 2 * i * h, n), (e * h * i, n)]
     return tensors
 
 

@@ -6,7 +6,7 @@ flag, the bad value and what is allowed (the peft `LoraConfig` style).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 from .errors import ConfigError
@@ -31,6 +31,10 @@ class LinearSpec:
     bias: bool
     group: str  # "attention" or "mlp": what the target presets select
     reads: str = ""  # the tensor it reads, one of INPUT_GROUPS; "" means "<group>_in"
+    # where dense and sparse layers alternate (DeepSeek): "" in every layer, "dense" only in the dense
+    # layers, "sparse" only in the sparse ones (ModelSpec.layer_kinds)
+    layer_kind: str = ""
+    adaptable: bool = True  # False: no --targets reaches it (peft maps DeepSeek's MLP names to the experts)
 
     def __post_init__(self) -> None:
         if not self.reads:
@@ -40,6 +44,8 @@ class LinearSpec:
             problems.append(f"group {self.group!r} is not one of {', '.join(LINEAR_GROUPS)}")
         if self.reads not in INPUT_GROUPS:
             problems.append(f"reads {self.reads!r} is not one of {', '.join(INPUT_GROUPS)}")
+        if self.layer_kind not in ("", "dense", "sparse"):
+            problems.append(f"layer_kind {self.layer_kind!r} is not one of '', dense, sparse")
         if problems:
             raise ValueError(f"Linear {self.name!r}: " + "; ".join(problems))
 
@@ -129,6 +135,15 @@ class ModelSpec:
     expert_intermediate_size: int = 0
     # config.json's output_router_logits: training adds the router load-balancing (aux) loss
     router_aux_loss: bool = False
+    # DeepSeek-V2's multi-head latent attention (planner/mla.py); head_dim is then q and k's (nope + rope)
+    kv_lora_rank: int = 0  # 0: not MLA
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    # DeepSeek: the first `dense_layers` layers hold a dense MLP of `dense_intermediate_size` instead of
+    # the sparse one; the sparse layers add shared experts, one dense MLP of `shared_expert_intermediate_size`
+    dense_layers: int = 0
+    dense_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
 
     @property
     def embed_params(self) -> int:
@@ -140,12 +155,40 @@ class ModelSpec:
 
     @cached_property
     def layer_linear_params(self) -> int:
-        return sum(linear.params for linear in self.linears)
+        """One layer's Linears (the larger kind where dense and sparse layers differ)."""
+        return max(sum(linear.params for linear in view.linears) for view, _ in self.layer_kinds)
 
     @cached_property
     def linear_params(self) -> int:
         """Parameters in decoder-layer Linears: what bitsandbytes quantizes (lm_head stays)."""
-        return self.num_layers * self.layer_linear_params
+        return sum(self.linear_layers(linear) * linear.params for linear in self.linears)
+
+    @property
+    def sparse_layers(self) -> int:
+        """Layers with a router and experts (all but DeepSeek's leading dense layers); 0 for a dense model."""
+        return self.num_layers - self.dense_layers if self.num_experts else 0
+
+    def linear_layers(self, linear: LinearSpec) -> int:
+        """How many decoder layers hold this Linear."""
+        return {"": self.num_layers, "dense": self.dense_layers, "sparse": self.num_layers - self.dense_layers}[linear.layer_kind]
+
+    @cached_property
+    def layer_kinds(self) -> tuple[tuple[ModelSpec, int], ...]:
+        """(a model of uniform layers, how many layers are like it), in layer order: DeepSeek's dense
+        layers (their MLP, no experts), then its sparse ones; a uniform model is itself, num_layers times."""
+        if not self.dense_layers:
+            return ((self, self.num_layers),)
+        every = tuple(linear for linear in self.linears if not linear.layer_kind)
+
+        def kind(name: str) -> tuple[LinearSpec, ...]:
+            return every + tuple(replace(linear, layer_kind="") for linear in self.linears if linear.layer_kind == name)
+
+        dense = replace(
+            self, linears=kind("dense"), intermediate_size=self.dense_intermediate_size, dense_layers=0, num_experts=0,
+            experts_per_token=0, expert_intermediate_size=0, shared_expert_intermediate_size=0, extra_components=(), router_aux_loss=False,
+        )
+        sparse = replace(self, linears=kind("sparse"), dense_layers=0, dense_intermediate_size=0)
+        return ((dense, self.dense_layers), (sparse, self.num_layers - self.dense_layers))
 
     @cached_property
     def norm_params(self) -> int:
@@ -159,13 +202,19 @@ class ModelSpec:
             name="decoder",
             role="decoder",
             num_layers=self.num_layers,
-            linears=self.linears,
+            linears=tuple(linear for linear in self.linears if not linear.layer_kind),
             other_params_per_layer=self.norm_params_per_layer,
             shared_params=self.embed_params + self.final_norm_params + self.lm_head_params,
             family=self.model_type if self.family is not None else "",
         )
         other = (Component("other", "other", 0, shared_params=self.extra_params),) if self.extra_params else ()
-        return (decoder, *other, *self.extra_components)
+        # DeepSeek: the MLP of the dense layers, and the shared experts of the sparse ones
+        kinds = tuple(
+            Component(name, "decoder", self.linear_layers(linears[0]), linears, family=self.model_type)
+            for name, kind in (("dense_mlp", "dense"), ("shared_experts", "sparse"))
+            if (linears := tuple(linear for linear in self.linears if linear.layer_kind == kind))
+        )
+        return (decoder, *kinds, *other, *self.extra_components)
 
     @cached_property
     def expert_params(self) -> int:
@@ -198,7 +247,8 @@ class ModelSpec:
         return self._linears_by_name[name]
 
     def module_names(self) -> tuple[str, ...]:
-        return tuple(self._linears_by_name)
+        """The Linears --targets can name (DeepSeek's MLP Linears are not among them)."""
+        return tuple(name for name, linear in self._linears_by_name.items() if linear.adaptable)
 
 
 @dataclass(frozen=True)

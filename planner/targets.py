@@ -23,7 +23,7 @@ def moe_shapes(model: ModelSpec) -> dict[str, tuple[int, int, int]]:
     """
     if not model.num_experts:
         return {}
-    h, e, i, n = model.hidden_size, model.num_experts, model.expert_intermediate_size, model.num_layers
+    h, e, i, n = model.hidden_size, model.num_experts, model.expert_intermediate_size, model.sparse_layers
     layout = model.family.moe
     g = 2 if layout.gate_up_rank_doubled else 1  # gpt-oss: gate_up_proj gets rank r·E (peft 0.21.2, meta device)
     return {layout.router: (h, e, n), "gate_up_proj": (g * e * h, g * e * 2 * i, n), "down_proj": (e * i, e * h, n)}
@@ -57,7 +57,7 @@ def resolve_targets(model: ModelSpec, targets: tuple[str, ...]) -> tuple[str, ..
             # peft's all-linear skips a router and experts it does not convert (gpt-oss: no nn.Linear there)
             chosen.update(model.module_names() if moe is not None and not moe.all_linear else names)
         elif target in ("attention", "mlp"):
-            chosen.update(linear.name for linear in model.linears if linear.group == target)
+            chosen.update(linear.name for linear in model.linears if linear.group == target and linear.adaptable)
             if target == "mlp":
                 chosen.update(moe_shapes(model))
         elif target == LM_HEAD:
@@ -92,7 +92,7 @@ def adapted_shapes(model: ModelSpec, names: tuple[str, ...]) -> list[tuple[int, 
             shapes.append((model.hidden_size, model.vocab_size, 1))
         else:
             linear = model.linear(name)
-            shapes.append((linear.in_features, linear.out_features, model.num_layers))
+            shapes.append((linear.in_features, linear.out_features, model.linear_layers(linear)))
     return shapes
 
 

@@ -52,6 +52,9 @@ PUBLISHED: dict[str, tuple[str, str]] = {
     "mistralai/Mistral-Nemo-Base-2407": ("12.2B", HUB),
     "mistralai/Mixtral-8x7B-v0.1": ("46,702,792,704", KERAS.format("mixtral/mixtral") + " mixtral_8_7b_en"),
     "mistralai/Mixtral-8x22B-v0.1": ("141B", "mistral.ai, 'Cheaper, Better, Faster, Stronger' (141B total, 39B active)"),
+    # DeepSeek
+    "deepseek-ai/DeepSeek-V2-Lite": ("15.7B", "DeepSeek-V2 paper, arXiv 2405.04434, and model card (V2-Lite: 15.7B total, 2.4B active)"),
+    "deepseek-ai/DeepSeek-V2-Lite-Chat": ("15.7B", "DeepSeek-V2 paper, arXiv 2405.04434, and model card (V2-Lite: 15.7B total, 2.4B active)"),
     # Qwen
     "Qwen/Qwen2-0.5B": ("0.49B", "Qwen2 model card"),
     "Qwen/Qwen2-7B-Instruct": ("7.62B", HUB),

@@ -50,7 +50,7 @@ def _meta_model(config: dict):
 
 
 def test_registry_is_keyed_by_model_type():
-    assert list(FAMILIES) == ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "olmoe", "qwen3_moe", "mixtral", "gemma", "gemma3_text"]
+    assert list(FAMILIES) == ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "olmoe", "qwen3_moe", "mixtral", "gemma", "gemma3_text", "deepseek_v2", "gpt_oss"]
     for key, family in FAMILIES.items():
         assert family.model_type == key
 
@@ -231,7 +231,7 @@ def test_inventoried_leftovers_are_their_own_component():
 def test_unknown_model_type_names_the_families():
     from vramplan.planner.errors import UnknownModelError
 
-    with pytest.raises(UnknownModelError, match=r"not in the analytic families \(llama, mistral, qwen2, qwen3, gemma2, phi3, olmoe, qwen3_moe, mixtral, gemma, gemma3_text\)"):
+    with pytest.raises(UnknownModelError, match=r"not in the analytic families \(llama, mistral, qwen2, qwen3, gemma2, phi3, olmoe, qwen3_moe, mixtral, gemma, gemma3_text, deepseek_v2, gpt_oss\)"):
         spec_from_config({"model_type": "gpt2", **TINY}, "gpt2")
 
 

@@ -15,6 +15,7 @@ from vramplan.planner.targets import resolve_targets
 
 # gpt-oss (transposed experts with biases, no transformers-4 names) is checked in tests/test_gpt_oss.py
 MOE = sorted(key for key, family in FAMILIES.items() if family.moe is not None and key != "gpt_oss")
+MOE = [key for key in MOE if key != "deepseek_v2"]  # MLA, dense layers, shared experts: tests/test_deepseek_v2.py
 TINY = {
     "hidden_size": 64, "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "vocab_size": 256, "num_experts_per_tok": 2,

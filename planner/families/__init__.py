@@ -7,6 +7,7 @@ and one line in `FAMILIES`; the planner and the calibration model builder both r
 from __future__ import annotations
 
 from .base import DIMS, INPUT_GROUPS, LINEAR_GROUPS, Family, MoeLayout, Projection
+from .deepseek_v2 import DEEPSEEK_V2
 from .gemma import GEMMA
 from .gemma2 import GEMMA2
 from .gemma3_text import GEMMA3_TEXT
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Family] = {
     "mixtral": MIXTRAL,
     "gemma": GEMMA,
     "gemma3_text": GEMMA3_TEXT,
+    "deepseek_v2": DEEPSEEK_V2,
     "gpt_oss": GPT_OSS,
 }
 

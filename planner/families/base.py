@@ -16,9 +16,12 @@ from functools import cached_property
 LINEAR_GROUPS = ("attention", "mlp")  # what the --targets presets `attention` / `mlp` select
 # Linears that read the same tensor share one saved input (planner.activations):
 # q/k/v read the normed stream, o the attention output, gate/up the normed stream, down act(gate)*up
-INPUT_GROUPS = ("attention_in", "attn_out", "mlp_in", "mlp_prod")
+INPUT_GROUPS = ("attention_in", "attn_out", "mlp_in", "mlp_prod", "kv_latent")  # kv_latent: MLA's normed kv latent (kv_b_proj)
 # config-derived widths a projection's in/out features are sums of
 DIMS = ("hidden", "intermediate", "q", "kv")  # q = heads * head_dim, kv = kv_heads * head_dim
+# multi-head latent attention (DeepSeek-V2, planner/mla.py): kv_a = kv_lora_rank + rope dim, kv_latent = kv_lora_rank,
+# kv_b = heads * (nope + v dims), attn_v = heads * v dim
+DIMS += ("kv_a", "kv_latent", "kv_b", "attn_v")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class MoeLayout:
     # the top-k routing weights stay fp32 and are renormalized in place (Mixtral's router never casts
     # them back), so the expert outputs they scale are promoted to fp32 before the per-token sum
     fp32_routing_weights: bool = False
+    # DeepSeek-V2: the router runs on an fp32 copy of its input (its weight is fp32) and its fp32 top-k
+    # weights are scaled, not renormalized; config keys of the shared experts (a dense MLP of n x I
+    # beside the routed ones, `mlp.shared_experts`) and of the leading dense layers (a dense MLP instead)
+    router_fp32: bool = False
+    shared_experts_key: str = ""
+    dense_layers_key: str = ""
     # gpt-oss (transformers 5 `modeling_gpt_oss.py`): the router and every expert carry a bias
     # (router (E), gate_up (E, 2I), down (E, H)); the experts are stored transposed, (E, H, 2I)
     biases: bool = False
@@ -103,6 +112,7 @@ class Family:
     qk_norm: bool = False  # RMSNorm over head_dim on q and k (Qwen3)
     qk_norm_full: bool = False  # the q/k norms span the whole q and kv widths, not one head (OLMoE)
     moe: MoeLayout | None = None  # a router and fused experts instead of the dense MLP
+    mla: bool = False  # multi-head latent attention (DeepSeek-V2): q/k/v widths from the MLA keys (planner/mla.py)
     gated_mlp: bool = True  # down(act(gate(x)) * up(x))
     attention: str = "causal-gqa"  # causal self-attention, grouped-query (MHA when kv heads == heads), rotary
     logit_softcap_key: str = ""  # config key whose value tanh-caps the final logits (Gemma-2)

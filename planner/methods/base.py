@@ -62,11 +62,12 @@ def nf4_constants_bytes(numel: int, double_quant: bool) -> int:
 
 def _nf4_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> list[Term]:
     """4-bit decoder Linears (0.5 B/param), their constants, and everything left unquantized."""
-    constants = model.num_layers * sum(
-        nf4_constants_bytes(linear.in_features * linear.out_features, run.double_quant) for linear in model.linears
+    layers = model.linear_layers  # DeepSeek: dense-layer and shared-expert Linears sit in some layers only
+    constants = sum(
+        layers(linear) * nf4_constants_bytes(linear.in_features * linear.out_features, run.double_quant) for linear in model.linears
     )
-    biases = model.num_layers * sum(linear.out_features for linear in model.linears if linear.bias)
-    packed = model.num_layers * sum(linear.in_features * linear.out_features for linear in model.linears) // 2
+    biases = sum(layers(linear) * linear.out_features for linear in model.linears if linear.bias)
+    packed = sum(layers(linear) * linear.in_features * linear.out_features for linear in model.linears) // 2
     unquantized = model.embed_params + model.lm_head_params + model.norm_params + model.extra_params + biases
     dq = "double-quant" if run.double_quant else "no double-quant"
     # fused experts and the router are no nn.Linear: bitsandbytes leaves them 16-bit, and

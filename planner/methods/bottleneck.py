@@ -33,10 +33,13 @@ def bottleneck_size(model: ModelSpec, run: RunConfig) -> int:
 def _placements(blocks: tuple[str, ...]):
     def placements(model: ModelSpec, run: RunConfig) -> tuple[str, ...]:
         """The output Linears of the chosen blocks (o_proj, down_proj in the llama layout)."""
-        missing = [block for block in blocks if AFTER[block] not in model.input_groups]
-        if missing:  # a mixture of experts has no dense MLP Linear to sit after
+        # a mixture of experts has no dense MLP Linear to sit after (DeepSeek's dense and shared-expert
+        # MLPs are not adaptable targets: not modelled for the bottleneck adapters either)
+        outputs = {key: [n for n in names if model.linear(n).adaptable] for key, names in model.input_groups.items()}
+        missing = [block for block in blocks if not outputs.get(AFTER[block])]
+        if missing:
             raise ConfigError(f"--method {run.method}: {model.name} has no dense {missing[0]} output Linear (mixture of experts); use --method lora or qlora")
-        return tuple(model.input_groups[AFTER[block]][-1] for block in blocks)
+        return tuple(outputs[AFTER[block]][-1] for block in blocks)
 
     return placements
 
