@@ -234,7 +234,7 @@ def _trace(preset: str) -> list[tuple[str, RunConfig]]:
     runs = []
     for model, method, ckpt in product(TRACE_MODELS[preset], METHODS, (True, False)):
         runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, batch=1, seq_len=2048, device_kind="cuda")))
-    return runs + (_trace_moe() + _trace_long_context() + _trace_grad_accum() if preset == "standard" else [])
+    return runs + (_trace_moe() + _trace_deepseek_v2() + _trace_long_context() + _trace_grad_accum() if preset == "standard" else [])
 
 
 def _trace_grad_accum() -> list[tuple[str, RunConfig]]:
@@ -286,6 +286,20 @@ def _trace_moe() -> list[tuple[str, RunConfig]]:
             (model, replace(base, method="qlora", targets=("attention",), grad_ckpt=False)),
         ]
     return runs
+
+
+def _trace_deepseek_v2() -> list[tuple[str, RunConfig]]:
+    """DeepSeek-V2-Lite at full size (issue 13). device_kind cpu: the fake tensors run CPU kernels, and
+    MLA's SDPA (v narrower than q/k) takes the CPU math path there, which is what the planner's CPU
+    rules model (CUDA's memory-efficient kernel cannot be traced here)."""
+    base = RunConfig(batch=1, seq_len=2048, device_kind="cpu", dropout=0.0)
+    model = "deepseek-ai/DeepSeek-V2-Lite"
+    return [(model, replace(base, method=m, targets=t, grad_ckpt=c)) for m, t, c in (
+        ("qlora", ("attention",), True), ("lora", ("all-linear",), True), ("qlora", ("all-linear",), True),
+        ("lora", ("attention",), False), ("full", ("all-linear",), True),
+        # held out, traced after the DeepSeek terms were final
+        ("lora", ("gate_up_proj", "down_proj"), True), ("qlora", ("attention",), False),
+    )]
 
 
 def calibration_matrix(device: str, preset: str) -> list[tuple[str, RunConfig]]:

@@ -189,7 +189,7 @@ def moe_backward_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
     in_flight = lo * routed * (model.hidden_size + 3 * model.expert_intermediate_size) + lo * run.tokens * model.hidden_size
     experts = dt.unquantized_bytes if run.method_record.quantizes_base else dt.weight_bytes
     if _layout(model).clamped_swiglu:
-        in_flight = max(in_flight, gpt_oss_recompute_end_bytes(model, run, dt))
+        in_flight = max(in_flight, gpt_oss_recompute_end_bytes(model, run, dt) - _other_in_flight_bytes(model, run, dt))
     if _layout(model).fp32_routing_weights:
         # Mixtral: the per-token sum's gradient (tokens x k x H, cloned by its view) and the recomputed
         # routing product, both fp32 where 16-bit experts would make them 16-bit (OLMoE), meet at the
@@ -218,6 +218,18 @@ def gpt_oss_recompute_end_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan)
     stream = (2 if trains_base else 3) * lo * t * h  # residual, normed input (kept anyway when trained), output gradient
     masks = 2 * lo * run.batch * run.seq_len * run.seq_len
     return rows + stream + masks
+
+
+def _other_in_flight_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:
+    """The backward terms the estimate adds beside this one that gpt-oss's recompute-end count already
+    holds (the widest transient is its weighted output) or that are dead by then (DoRA's weight-norm
+    temporaries live in the attention's forward): subtracted so that the sum is the recompute end."""
+    from .activations import layer_transient_bytes  # activations imports this module
+
+    adapter = run.method_record.adapter
+    adapted = adapter.placements(model, run) if adapter is not None else ()
+    extra = adapter.extra_terms(model, run, dt, adapted) if adapter is not None else []
+    return layer_transient_bytes(model, run, dt, adapted) + sum(term.bytes for term in extra if BACKWARD in term.phases and term.phases <= {BACKWARD})
 
 
 def upper_layer_grads_bytes(model: ModelSpec, dt: DtypePlan, top: ModelSpec | None = None) -> int:

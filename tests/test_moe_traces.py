@@ -16,8 +16,11 @@ from vramplan.calibrate.report import error_rows
 from vramplan.calibrate.store import Store
 
 DATA = Path(__file__).resolve().parents[1] / "calibrate" / "data"
-MOE_TYPES = ("olmoe", "qwen3_moe", "mixtral")
-TRACED = {"olmoe": "allenai/OLMoE-1B-7B-0924", "qwen3_moe": "Qwen/Qwen3-30B-A3B", "mixtral": "mistralai/Mixtral-8x7B-v0.1"}
+MOE_TYPES = ("olmoe", "qwen3_moe", "mixtral", "deepseek_v2")
+TRACED = {
+    "olmoe": "allenai/OLMoE-1B-7B-0924", "qwen3_moe": "Qwen/Qwen3-30B-A3B", "mixtral": "mistralai/Mixtral-8x7B-v0.1",
+    "deepseek_v2": "deepseek-ai/DeepSeek-V2-Lite",
+}
 
 
 def _moe_rows(name: str, tmp_path) -> dict[str, list[dict]]:
