@@ -22,7 +22,7 @@ SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_en
             "<|image_pad|>", "<|video_pad|>")
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30), "white": (245, 245, 245),
        "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (240, 140, 20)}
-TINY_VLMS = {"llava": "probe-llava", "qwen2_vl": "probe-qwen2-vl"}
+TINY_VLMS = {"llava": "probe-llava", "qwen2_vl": "probe-qwen2-vl", "qwen3_vl": "probe-qwen3-vl"}
 
 
 def make_tokenizer():
@@ -48,7 +48,9 @@ def tiny_config(model_type: str, tokenizer) -> dict:
         config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
     else:
         config.update(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
-                      vision_end_token_id=ids("<|vision_end|>"), bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
+                      vision_end_token_id=ids("<|vision_end|>"))
+        # Qwen3-VL keeps the decoder's token ids in its nested text_config
+        (config.get("text_config") or config).update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
     return config
 
 
@@ -63,9 +65,17 @@ def make_processor(model_type: str, config: dict, tokenizer):
         return transformers.LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=vision["patch_size"],
                                            vision_feature_select_strategy=config["vision_feature_select_strategy"],
                                            num_additional_image_tokens=1)  # the CLS token (llava-1.5-hf sets 1)
-    from .trainer.vlm_processor import image_only_qwen2_vl
+    from .trainer.vlm_processor import QWEN_PROCESSORS, image_only_qwen2_vl
 
-    return image_only_qwen2_vl()(image_processor=transformers.Qwen2VLImageProcessorPil(), tokenizer=tokenizer)
+    vision = config["vision_config"]
+    sizes = {}
+    if model_type == "qwen3_vl":  # the Qwen3-VL checkpoints' pixel bounds, which the estimate assumes
+        from vramplan.planner.vision.qwen3_vl import HUB_MAX_PIXELS, HUB_MIN_PIXELS
+
+        sizes = {"size": {"shortest_edge": HUB_MIN_PIXELS, "longest_edge": HUB_MAX_PIXELS}}
+    images = transformers.Qwen2VLImageProcessorPil(patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"],
+                                                    temporal_patch_size=vision["temporal_patch_size"], **sizes)
+    return image_only_qwen2_vl(QWEN_PROCESSORS[model_type])(image_processor=images, tokenizer=tokenizer)
 
 
 def write_tiny_vlm_dir(path, model_type: str, seed: int = 0) -> Path:
@@ -82,7 +92,9 @@ def write_tiny_vlm_dir(path, model_type: str, seed: int = 0) -> Path:
     config = tiny_config(model_type, tokenizer)
     hf_config = transformers.AutoConfig.for_model(**config)
     torch.manual_seed(seed)
-    cls = getattr(transformers, {"llava": "LlavaForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration"}[model_type])
+    from vramplan.planner.vision import VLM_FAMILIES
+
+    cls = getattr(transformers, VLM_FAMILIES[model_type].torch_class)
     model = cls._from_config(hf_config)
     model.save_pretrained(path)
     processor = make_processor(model_type, config, tokenizer)

@@ -130,3 +130,20 @@ def test_a_bad_config_file_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--stage", "2"])
     assert result.exit_code != 0
     assert result.output.startswith("Error: ") and "has no 'text_config'" in result.output and result.output.count("\n") == 1
+
+
+def test_the_trainer_runs_both_stages_on_a_tiny_qwen3_vl(tmp_path):
+    """`vramplan run --schedule two-stage` on a written tiny Qwen3-VL directory: stage 2 starts from
+    every stage-1 projector tensor, DeepStack mergers included (3 mergers x norm, fc1, fc2 weight + bias)."""
+    from vramplan.calibrate.store import Store
+    from vramplan.calibrate.vlm_model_dir import caption_rows, write_tiny_vlm_dir
+
+    model = write_tiny_vlm_dir(tmp_path / "model", "qwen3_vl")
+    rows = caption_rows(4, tmp_path / "images")
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = CliRunner().invoke(cli, ["run", "--model", str(model), "--data", str(tmp_path / "captions.jsonl"), "--out", str(tmp_path / "out"),
+                                      "--db", str(tmp_path / "runs.db"), "--max-steps", "1", "--seq-len", "96", "--precision", "fp32",
+                                      "--no-progress", "--schedule", "two-stage"])
+    assert result.exit_code == 0, result.output
+    assert "initialised 18 tensors" in result.output
+    assert len(Store.open(tmp_path / "runs.db").runs()) == 2

@@ -26,6 +26,7 @@ from .data import IGNORE, Batches, DataError, _chat_segments, _plain_chat, _RowE
 PLACEHOLDERS = {
     "llava": "<image>", "llava_next": "<image>",
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>",
 }
 TOKEN_KEYS = ("mm_token_type_ids", "token_type_ids")  # processor outputs laid out per token, padded like the ids
 

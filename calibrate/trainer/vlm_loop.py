@@ -108,7 +108,7 @@ class VlmSession(_Session):
         if model_type not in vlm_data.PLACEHOLDERS:  # Mllama: its cross-attention inputs are not collated yet
             raise ConfigError(f"vramplan run does not train {model_type} models yet (estimate and calibrate do); it trains: {', '.join(vlm_data.PLACEHOLDERS)}")
         self.image_id = vlm_data._image_token_id(self.model.processor, vlm_data.PLACEHOLDERS[model_type])
-        qwen = model_type in ("qwen2_vl", "qwen2_5_vl")  # the families whose processor has a pixel cap
+        qwen = model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # the families whose processor has a pixel cap
         if qwen and c.vlm.max_pixels:
             apply_max_pixels(self.model.processor, c.vlm.max_pixels)
         self.data = vlm_data.load_vlm_dataset(c.data_path, self.model.processor, model_type, self.run.seq_len, c.skip_bad_rows, c.eval_fraction, c.seed)

@@ -16,19 +16,23 @@ from vramplan.planner.errors import ConfigError
 from .model_dir import load_tokenizer
 
 
-@functools.cache  # one class, made when first needed (transformers imports lazily)
-def image_only_qwen2_vl():
+# the Qwen-VL families and the processor class each one's image-only variant derives from
+QWEN_PROCESSORS = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2VLProcessor", "qwen3_vl": "Qwen3VLProcessor"}
+
+
+@functools.cache  # one class per base, made when first needed (transformers imports lazily)
+def image_only_qwen2_vl(base: str = "Qwen2VLProcessor"):
     import transformers
 
-    class ImageOnlyQwen2VLProcessor(transformers.Qwen2VLProcessor):
-        """Qwen2-VL's processor without its video processor (transformers needs torchvision for one)."""
+    class ImageOnlyQwenVLProcessor(getattr(transformers, base)):
+        """A Qwen-VL processor without its video processor (transformers needs torchvision for one)."""
 
         def check_argument_for_proper_class(self, argument_name, argument):
             if argument_name == "video_processor" and argument is None:
                 return None
             return super().check_argument_for_proper_class(argument_name, argument)
 
-    return ImageOnlyQwen2VLProcessor
+    return ImageOnlyQwenVLProcessor
 
 
 def load_processor(path: Path, config: dict):
@@ -45,13 +49,13 @@ def load_processor(path: Path, config: dict):
             return transformers.AutoProcessor.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # transformers raises many kinds; the Qwen-VL fallback below covers the common one
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            if config.get("model_type") not in ("qwen2_vl", "qwen2_5_vl"):
+            if config.get("model_type") not in QWEN_PROCESSORS:
                 raise ConfigError(f"{path}: the processor does not load ({type(exc).__name__}: {first}); save it there with processor.save_pretrained") from None
         try:
             images = transformers.AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
             raise ConfigError(f"{path}: no image processor loads ({type(exc).__name__}); save the model's processor there") from None
-        return image_only_qwen2_vl()(image_processor=images, tokenizer=load_tokenizer(path, config))
+        return image_only_qwen2_vl(QWEN_PROCESSORS[config["model_type"]])(image_processor=images, tokenizer=load_tokenizer(path, config))
 
 
 def processor_max_pixels(processor) -> int | None:
