@@ -60,6 +60,9 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         ("probe-paligemma", replace(base, method="lora", batch=3, seq_len=384, grad_ckpt=False), VlmRun(stage=1, image_sizes=((224, 224),))),
         ("probe-smolvlm", replace(base, method="lora", batch=1, seq_len=384), VlmRun(stage=2, image_sizes=((640, 200),))),
         ("probe-smolvlm", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((300, 900),))),
+        # measured after the checkpointed prefix-mask rule (mask and block ids only) was final
+        ("probe-paligemma", replace(base, method="qlora", batch=3, seq_len=384), VlmRun(stage=2, image_sizes=((320, 240),))),
+        ("probe-paligemma", replace(base, method="lora", batch=1, seq_len=640), VlmRun(stage=1, images=2, image_sizes=((224, 224),))),
     ):
         cases.append((model, VlmCase(run, vlm)))
     # Llama-3.2-Vision: cross-attention layers 1 and 3; every image is 4 tiles whatever its size
@@ -125,6 +128,8 @@ def vlm_trace_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         # held out: measured after the SigLIP, prefix-mask and tile terms were final
         ("google/paligemma-3b-pt-448", replace(base, method="qlora"), VlmRun(stage=2, image_sizes=((448, 448),))),
         ("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", replace(two, method="lora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((800, 600),))),
+        # measured after the checkpointed prefix-mask rule was final
+        ("google/paligemma-3b-pt-448", replace(two, method="lora"), VlmRun(stage=1, image_sizes=((448, 448),))),
     ):
         cases.append((model, VlmCase(run, vlm)))
     # held out: Llama-3.2-11B-Vision, measured after the cross-attention terms were final

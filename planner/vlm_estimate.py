@@ -30,6 +30,7 @@ from .estimator import activation_terms, adapter_weight_terms
 from .methods import METHODS
 from .methods.base import nf4_constants_bytes
 from .optimizer import _bnb_state_bytes
+from .savers import packed_inputs_bytes
 from .overhead import Corrections, overhead_terms
 from .specs import GpuSpec, ModelSpec, RunConfig
 from .vision import ImageTokens, VlmSpec
@@ -218,8 +219,9 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, ima
     else:  # stage 1: the LLM is frozen (4-bit if the method quantizes), nothing attached to it
         base = method.base if not method.base.trainable else next(m.base for m in METHODS.values() if not m.base.trainable and not m.base.quantized)
         llm_run = replace(run, method=_frozen_key(base))
-    if spec.family.prefix_lm and images:
-        # token_type_ids: an explicit prefix-LM mask, built once and handed to every layer, as for packing
+    if spec.family.prefix_lm and images and not llm_run.grad_ckpt:
+        # token_type_ids: an explicit prefix-LM mask, built once (with its int64 block ids) and handed
+        # to every layer, whose SDPA keeps a copy in q's dtype, as for a packed batch
         llm_run = replace(llm_run, packing=True)
     llm_method = llm_run.method_record
     dt = dtype_plan(llm_run)
@@ -234,6 +236,11 @@ def _llm_terms(spec: VlmSpec, run: RunConfig, vlm: VlmRun, input_grad: bool, ima
         input_grad, images = False, 0  # layer 0 reads text only; no image features scattered into the embeddings
     else:
         terms += activation_terms(dec, llm_run, dt, adapted)
+    if spec.family.prefix_lm and images and llm_run.grad_ckpt:
+        # checkpointed, no layer's mask copy is alive at the peak: only the mask and its block ids
+        # (measured on probe-paligemma, LoRA and QLoRA: mask minus causal = b*s*s + 8*b*s exactly)
+        mask = packed_inputs_bytes(replace(run, packing=True))
+        terms.append(Term("activations/prefix_mask", mask, "PaliGemma's prefix-LM mask (bool, batch x seq x seq) and its int64 block ids, built once", FWD_BWD))
     if llm_run.grad_ckpt and images:
         # enable_input_require_grads() makes the token embeddings a leaf that needs a gradient;
         # the image features are scattered into a copy, so autograd's AccumulateGrad keeps the leaf

@@ -103,3 +103,25 @@ def test_bad_configs_name_what_is_missing():
     spec = vlm_spec_from_config(config, "broken", {"tile": 384})
     with pytest.raises(UnknownModelError, match="processor tile 384 differs"):
         spec.family.image_tokens(spec, 512, 512, None)
+
+
+def test_vramplan_run_trains_a_tiny_smolvlm_in_two_stages(tmp_path):
+    import json
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from vramplan.calibrate.vlm_model_dir import caption_rows, write_tiny_vlm_dir
+    from vramplan.cli import cli
+
+    model = write_tiny_vlm_dir(tmp_path / "smolvlm", "smolvlm")
+    data = tmp_path / "captions.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in caption_rows(12, tmp_path / "images")), encoding="utf-8")
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(cli, ["run", "--schedule", "two-stage", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"),
+                                      "--db", str(db), "--max-steps", "3", "--seq-len", "160", "--batch", "2", "--precision", "fp32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "stage 1: projector only" in result.output and "stage 2: projector + lora on the LLM" in result.output
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT run_config, peak_allocated_bytes FROM runs ORDER BY id").fetchall()
+    assert [json.loads(r[0])["vlm"]["stage"] for r in rows] == [1, 2] and all(r[1] > 0 for r in rows)

@@ -81,6 +81,13 @@ def test_prefix_lm_mask_is_charged_like_a_packed_mask():
     # a bf16 copy of the batch x seq x seq mask per layer, and the boolean mask built once
     extra = spec.decoder.num_layers * 2 * 2 * 512 * 512 + 2 * 512 * 512
     assert masked.peak_allocated_bytes - causal.peak_allocated_bytes >= extra
+    # checkpointed, only the mask and its int64 block ids (what probe-paligemma measures, LoRA and QLoRA)
+    for method in ("lora", "qlora"):
+        ckpt = replace(run, method=method, grad_ckpt=True)
+        masked = estimate_vlm(spec, ckpt, VlmRun(stage=2)).breakdown
+        causal = estimate_vlm(replace(spec, family=replace(spec.family, prefix_lm=False)), ckpt, VlmRun(stage=2)).breakdown
+        assert masked.by_name()["llm/activations/prefix_mask"] == 2 * 512 * 512 + 8 * 2 * 512
+        assert masked.peak_allocated_bytes - causal.peak_allocated_bytes == 2 * 512 * 512 + 8 * 2 * 512
 
 
 def test_siglip_tower_and_projector_shape():

@@ -27,6 +27,7 @@ PLACEHOLDERS = {
     "llava": "<image>", "llava_next": "<image>",
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    "smolvlm": "<image>", "idefics3": "<image>",  # Idefics3Processor expands it into the tiles' tokens
 }
 TOKEN_KEYS = ("mm_token_type_ids", "token_type_ids")  # processor outputs laid out per token, padded like the ids
 
