@@ -46,7 +46,21 @@ def _cpu_standard() -> list[tuple[str, RunConfig]]:
         ("lora", "qlora", "dora", "qdora"), (8, 32), (("attention",), ("all-linear",)), ((1, 512), (4, 128))
     ):
         runs.append(("probe-llama", replace(base, method=method, rank=rank, targets=targets, batch=batch, seq_len=seq)))
-    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe() + _cpu_kbit_no_upcast() + _cpu_grad_accum()
+    return runs + _cpu_bottleneck() + _cpu_families() + _cpu_savers() + _cpu_packing() + _cpu_moe() + _cpu_gpt_oss_held_out() + _cpu_kbit_no_upcast() + _cpu_grad_accum()
+
+
+def _cpu_gpt_oss_held_out() -> list[tuple[str, RunConfig]]:
+    """gpt-oss beyond the MoE matrix: other shapes, the router with the experts, DoRA; held out,
+    measured after the gpt-oss terms were final."""
+    model = "probe-gpt-oss"
+    base = RunConfig(device_kind="cpu", precision="bf16", batch=2, seq_len=256, dropout=0.0)
+    return [(model, replace(base, **change)) for change in (
+        dict(method="lora", targets=("attention",), batch=1, seq_len=512),
+        dict(method="qlora", targets=("gate_up_proj", "down_proj")),
+        dict(method="full", grad_ckpt=False, batch=4, seq_len=128),
+        dict(method="lora", targets=("router", "gate_up_proj", "down_proj"), rank=8, grad_ckpt=False),
+        dict(method="dora", targets=("attention",), batch=1, seq_len=384),
+    )]
 
 
 def _cpu_savers() -> list[tuple[str, RunConfig]]:
@@ -234,7 +248,7 @@ def _trace(preset: str) -> list[tuple[str, RunConfig]]:
     runs = []
     for model, method, ckpt in product(TRACE_MODELS[preset], METHODS, (True, False)):
         runs.append((model, RunConfig(method=method, grad_ckpt=ckpt, batch=1, seq_len=2048, device_kind="cuda")))
-    return runs + (_trace_moe() + _trace_deepseek_v2() + _trace_long_context() + _trace_grad_accum() if preset == "standard" else [])
+    return runs + (_trace_moe() + _trace_deepseek_v2() + _trace_gpt_oss() + _trace_long_context() + _trace_grad_accum() if preset == "standard" else [])
 
 
 def _trace_grad_accum() -> list[tuple[str, RunConfig]]:
@@ -299,6 +313,20 @@ def _trace_deepseek_v2() -> list[tuple[str, RunConfig]]:
         ("lora", ("attention",), False), ("full", ("all-linear",), True),
         # held out, traced after the DeepSeek terms were final
         ("lora", ("gate_up_proj", "down_proj"), True), ("qlora", ("attention",), False),
+    )]
+
+
+def _trace_gpt_oss() -> list[tuple[str, RunConfig]]:
+    """gpt-oss-20b at full size (issue 13): eager attention with sinks, fused experts with biases."""
+    base = RunConfig(batch=1, seq_len=2048, device_kind="cuda", dropout=0.0)
+    model = "openai/gpt-oss-20b"
+    return [(model, replace(base, **change)) for change in (
+        dict(method="lora", targets=("attention",)), dict(method="qlora", targets=("attention",)),
+        dict(method="lora", targets=("attention",), grad_ckpt=False), dict(method="dora", targets=("attention",)),
+        dict(method="full"),
+        # held out: the experts alone, QLoRA without checkpointing, the router with the experts
+        dict(method="lora", targets=("gate_up_proj", "down_proj")), dict(method="qlora", targets=("attention",), grad_ckpt=False),
+        dict(method="lora", targets=("router", "gate_up_proj", "down_proj"), batch=2, seq_len=1024),
     )]
 
 
