@@ -21,15 +21,17 @@ _QWEN3_VISION_L = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304} 
 
 
 def _qwen3_vl(width: int, mlp: int, layers: int, heads: int, tie: bool, vision: dict, deepstack: list) -> dict:
+    # as transformers 5 reads the hub file (and rewrites the dict it is given): the vision model_type
+    # "qwen3_vl" renamed to "qwen3_vl_vision", rope_theta copied into rope_scaling
     return {
         "model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"], "tie_word_embeddings": tie,
         "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
         "text_config": {"model_type": "qwen3_vl_text", "hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": layers,
                         "num_attention_heads": heads, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
                         "max_position_embeddings": 262144, "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": False,
-                        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+                        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True, "rope_theta": 5000000},
                         "rope_theta": 5000000, "tie_word_embeddings": tie, "dtype": "bfloat16"},
-        "vision_config": {"model_type": "qwen3_vl", **vision, "num_heads": 16, "hidden_act": "gelu_pytorch_tanh", "in_channels": 3,
+        "vision_config": {"model_type": "qwen3_vl_vision", **vision, "num_heads": 16, "hidden_act": "gelu_pytorch_tanh", "in_channels": 3,
                           "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
                           "out_hidden_size": width, "deepstack_visual_indexes": deepstack},
     }
