@@ -23,6 +23,8 @@ SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<image>", "<|im_start|>", "<|im_en
 RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30), "white": (245, 245, 245),
        "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (240, 140, 20)}
 TINY_VLMS = {"llava": "probe-llava", "qwen2_vl": "probe-qwen2-vl", "qwen3_vl": "probe-qwen3-vl", "smolvlm": "probe-smolvlm"}
+TINY_VLMS["mllama"] = "probe-mllama"
+MLLAMA_IMAGE = "<|image|>"  # after every other token, so that they keep their ids
 # the Idefics3/SmolVLM prompt's specials, after the words so that every other token keeps its id
 TILE_SPECIALS = ("<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
                  *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)))
@@ -33,10 +35,10 @@ def make_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {word: i for i, word in enumerate(SPECIALS + WORDS + TILE_SPECIALS)}
+    vocab = {word: i for i, word in enumerate(SPECIALS + WORDS + TILE_SPECIALS + (MLLAMA_IMAGE,))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
-    tok.add_special_tokens(list(SPECIALS) + ["\n"] + list(TILE_SPECIALS))
+    tok.add_special_tokens(list(SPECIALS) + ["\n"] + list(TILE_SPECIALS) + [MLLAMA_IMAGE])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
@@ -48,6 +50,9 @@ def tiny_config(model_type: str, tokenizer) -> dict:
     ids = tokenizer.convert_tokens_to_ids
     if model_type == "llava":
         config.update(image_token_index=ids("<image>"), pad_token_id=ids("<pad>"))
+        config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
+    elif model_type == "mllama":
+        config.update(image_token_index=ids(MLLAMA_IMAGE))
         config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
     elif model_type == "smolvlm":
         config.update(image_token_id=ids("<image>"), pad_token_id=ids("<pad>"))
@@ -71,6 +76,11 @@ def make_processor(model_type: str, config: dict, tokenizer):
         return transformers.LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=vision["patch_size"],
                                            vision_feature_select_strategy=config["vision_feature_select_strategy"],
                                            num_additional_image_tokens=1)  # the CLS token (llava-1.5-hf sets 1)
+    if model_type == "mllama":  # tiles of image_size, every image padded to max_num_tiles
+        vision = config["vision_config"]
+        size = {"height": vision["image_size"], "width": vision["image_size"]}
+        images = transformers.MllamaImageProcessorPil(size=size, max_image_tiles=vision["max_num_tiles"])
+        return transformers.MllamaProcessor(image_processor=images, tokenizer=tokenizer)
     if model_type == "smolvlm":  # SmolVLMProcessor also wants a video processor; Idefics3Processor writes the same prompt
         from vramplan.planner.vision.idefics3 import scale_factor
 
@@ -112,7 +122,7 @@ def write_tiny_vlm_dir(path, model_type: str, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor = make_processor(model_type, config, tokenizer)
     processor.image_processor.save_pretrained(path)  # what a Qwen-VL dir loads without a video processor
-    if model_type in ("llava", "smolvlm"):
+    if model_type in ("llava", "smolvlm", "mllama"):
         processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

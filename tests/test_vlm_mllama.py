@@ -130,3 +130,23 @@ def test_a_bad_mllama_config_is_a_one_line_error(tmp_path):
         result = CliRunner().invoke(cli, ["estimate", "--model", str(path), "--method", "lora", "--stage", "2"])
         assert result.exit_code != 0, name
         assert result.output.startswith("Error: ") and message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_the_trainer_runs_both_stages_on_a_tiny_mllama(tmp_path):
+    """`vramplan run --schedule two-stage`: tiles and the cross-attention mask come from MllamaProcessor's
+    own helpers, stage 2 starts from stage 1's projector, and both runs are recorded beside their estimates."""
+    import sqlite3
+
+    from vramplan.calibrate.vlm_model_dir import caption_rows, write_tiny_vlm_dir
+
+    data = tmp_path / "captions.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in caption_rows(4, tmp_path / "images")), encoding="utf-8")
+    model = write_tiny_vlm_dir(tmp_path / "mllama", "mllama")
+    args = ["run", "--schedule", "two-stage", "--model", model, "--data", data, "--out", tmp_path / "out", "--db", tmp_path / "db.db",
+            "--max-steps", 2, "--seq-len", 64, "--batch", 2, "--precision", "fp32", "--no-progress"]
+    result = CliRunner().invoke(cli, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    assert "initialised 2 tensors from" in result.output  # the projector's weight and bias
+    with sqlite3.connect(tmp_path / "db.db") as con:
+        rows = con.execute("SELECT peak_allocated_bytes, est_peak_allocated_bytes FROM runs ORDER BY id").fetchall()
+    assert len(rows) == 2 and all(measured and estimated for measured, estimated in rows)

@@ -29,6 +29,7 @@ PLACEHOLDERS = {
     "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "smolvlm": "<image>", "idefics3": "<image>",  # Idefics3Processor expands it into the tiles' tokens
 }
+PLACEHOLDERS["mllama"] = "<|image|>"  # one token per image; the image enters through cross-attention
 TOKEN_KEYS = ("mm_token_type_ids", "token_type_ids")  # processor outputs laid out per token, padded like the ids
 
 
@@ -182,11 +183,28 @@ def collate(examples: list[VlmExample], processor, pad_id: int, width: int | Non
         for key, values in e.extras.items():
             extras[key][row, :n] = torch.tensor(values)
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask, **extras}
+    if type(processor).__name__ == "MllamaProcessor" and any(e.images for e in examples):
+        batch.update(_mllama_pixels(examples, processor, ids))
+        return batch
     pictures = [open_image(p) for e in examples for p in e.images]
     if pictures:
         pixels = processor.image_processor(images=pictures, return_tensors="pt")
         batch.update({key: value for key, value in pixels.items() if isinstance(value, torch.Tensor)})
     return batch
+
+
+def _mllama_pixels(examples: list[VlmExample], processor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mllama: the images per example, tiled and padded to max_num_tiles, and the cross-attention
+    mask (each token from an image's `<|image|>` on sees that image's tiles), as MllamaProcessor builds them."""
+    from transformers.models.mllama.processing_mllama import convert_sparse_cross_attention_mask_to_dense, get_cross_attention_token_mask
+
+    pixels = processor.image_processor(images=[[open_image(p) for p in e.images] for e in examples], return_tensors="pt")
+    sparse = [get_cross_attention_token_mask(row.tolist(), processor.image_token_id) for row in ids]
+    dense = convert_sparse_cross_attention_mask_to_dense(sparse, num_tiles=pixels["num_tiles"],
+                                                         max_num_tiles=processor.image_processor.max_image_tiles, length=ids.shape[1])
+    out = {key: value for key, value in pixels.items() if isinstance(value, torch.Tensor)}
+    out["cross_attention_mask"] = torch.as_tensor(dense)
+    return out
 
 
 class VlmBatches(Batches):
