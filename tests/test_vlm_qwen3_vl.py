@@ -147,3 +147,41 @@ def test_the_trainer_runs_both_stages_on_a_tiny_qwen3_vl(tmp_path):
     assert result.exit_code == 0, result.output
     assert "initialised 18 tensors" in result.output
     assert len(Store.open(tmp_path / "runs.db").runs()) == 2
+
+
+@pytest.mark.parametrize("tower_trains", [False, True])
+def test_deepstack_norm_inputs_share_storage_as_the_estimate_assumes(tower_trains):
+    """Saved tensors, by storage: a DeepStack merger's LayerNorm keeps its block's output, which is the
+    final merger's norm input for a tap on the last block, and the next block's norm1 input when the
+    tower trains (a frozen tower's blocks save nothing)."""
+    import torch
+    import transformers
+
+    config = {**PROBE, "vision_config": {**PROBE["vision_config"], "deepstack_visual_indexes": [1, 2]}}
+    model = transformers.Qwen3VLForConditionalGeneration._from_config(transformers.AutoConfig.for_model(**config))
+    visual = model.model.visual
+    for name, p in visual.named_parameters():
+        p.requires_grad_(tower_trains or name.startswith(("merger.", "deepstack_merger_list.")))
+    storages: dict[str, list[int]] = {}
+
+    def watch(name, module):
+        def pack(t):
+            if t.dim() == 2 and t.shape[1] > 1:  # the norm's input (weight, bias, mean and rstd are 1-D or 1 wide)
+                storages.setdefault(name, []).append(t.untyped_storage().data_ptr())
+            return t
+
+        def pre(mod, args):
+            mod._saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+            mod._saving.__enter__()
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(lambda mod, args, out: mod._saving.__exit__(None, None, None))
+
+    watch("tap1", visual.deepstack_merger_list[0].norm)
+    watch("tap2", visual.deepstack_merger_list[1].norm)
+    watch("block2", visual.blocks[2].norm1)
+    watch("merger", visual.merger.norm)
+    visual(torch.randn(64, 3 * 2 * 16 * 16), grid_thw=torch.tensor([[1, 8, 8]]))
+    assert storages["tap2"][0] == storages["merger"][0]  # the last block's output: one storage
+    assert (storages["tap1"][0] in storages.get("block2", [])) == tower_trains
+    spec = vlm_spec_from_config(config, "taps")
+    assert (spec.projector.shared_inputs, spec.projector.block_shared_inputs) == (1, 1)
