@@ -1,8 +1,8 @@
 """A local VLM model directory made offline: config.json, a word-level tokenizer, the family's
 own processor (image processor + tokenizer), and random weights as safetensors.
 
-What `vramplan run` trains on CPU in the tests and the README example: the tiny LLaVA and
-Qwen2-VL architectures of `vlm_build.VLM_PROBE_MODELS`, with their special-token ids moved to
+What `vramplan run` trains on CPU in the tests and the README example: the tiny LLaVA,
+Qwen2-VL and Qwen3-VL architectures of `vlm_build.VLM_PROBE_MODELS`, with their special-token ids moved to
 where this tokenizer puts them. Memory does not depend on the weights' values.
 """
 
@@ -24,6 +24,7 @@ RGB = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yel
        "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (240, 140, 20)}
 TINY_VLMS = {"llava": "probe-llava", "qwen2_vl": "probe-qwen2-vl", "qwen3_vl": "probe-qwen3-vl", "smolvlm": "probe-smolvlm"}
 TINY_VLMS["mllama"] = "probe-mllama"
+TINY_VLMS["paligemma"] = "probe-paligemma"
 MLLAMA_IMAGE = "<|image|>"  # after every other token, so that they keep their ids
 # the Idefics3/SmolVLM prompt's specials, after the words so that every other token keeps its id
 TILE_SPECIALS = ("<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
@@ -54,6 +55,9 @@ def tiny_config(model_type: str, tokenizer) -> dict:
     elif model_type == "mllama":
         config.update(image_token_index=ids(MLLAMA_IMAGE))
         config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
+    elif model_type == "paligemma":
+        config.update(image_token_index=ids("<image>"), pad_token_id=ids("<pad>"))
+        config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
     elif model_type == "smolvlm":
         config.update(image_token_id=ids("<image>"), pad_token_id=ids("<pad>"))
         config["text_config"].update(bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<pad>"))
@@ -81,6 +85,12 @@ def make_processor(model_type: str, config: dict, tokenizer):
         size = {"height": vision["image_size"], "width": vision["image_size"]}
         images = transformers.MllamaImageProcessorPil(size=size, max_image_tiles=vision["max_num_tiles"])
         return transformers.MllamaProcessor(image_processor=images, tokenizer=tokenizer)
+    if model_type == "paligemma":  # every image squared to the tower's size, one token per patch
+        vision = config["vision_config"]
+        size = vision["image_size"]
+        images = transformers.SiglipImageProcessorPil(size={"height": size, "width": size})
+        images.image_seq_length = (size // vision["patch_size"]) ** 2
+        return transformers.PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
     if model_type == "smolvlm":  # SmolVLMProcessor also wants a video processor; Idefics3Processor writes the same prompt
         from vramplan.planner.vision.idefics3 import scale_factor
 
@@ -122,7 +132,7 @@ def write_tiny_vlm_dir(path, model_type: str, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor = make_processor(model_type, config, tokenizer)
     processor.image_processor.save_pretrained(path)  # what a Qwen-VL dir loads without a video processor
-    if model_type in ("llava", "smolvlm", "mllama"):
+    if model_type in ("llava", "smolvlm", "mllama", "paligemma"):
         processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
