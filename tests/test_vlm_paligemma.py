@@ -107,3 +107,30 @@ def test_bad_configs_name_what_is_missing():
         vlm_spec_from_config({**config, "vision_config": {**config["vision_config"], "model_type": "clip_vision_model"}}, "broken")
     with pytest.raises(UnknownModelError, match="projection_dim 1024 differs"):
         vlm_spec_from_config({**config, "projection_dim": 1024}, "broken")
+
+
+def test_vramplan_run_trains_a_tiny_paligemma_with_the_caption_as_suffix(tmp_path):
+    import json
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from vramplan.calibrate.trainer.vlm_data import IGNORE, load_vlm_dataset
+    from vramplan.calibrate.trainer.vlm_processor import load_processor
+    from vramplan.calibrate.vlm_model_dir import caption_rows, write_tiny_vlm_dir
+    from vramplan.cli import cli
+
+    model = write_tiny_vlm_dir(tmp_path / "paligemma", "paligemma")
+    data = tmp_path / "captions.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in caption_rows(12, tmp_path / "images")), encoding="utf-8")
+    # the trained caption is the suffix: token type 1 exactly where labels are kept, 0 over image + prompt
+    ds = load_vlm_dataset(data, load_processor(model, json.loads((model / "config.json").read_text())), "paligemma", 300, eval_fraction=0.0)
+    for e in ds.train:
+        assert [t == 1 for t in e.extras["token_type_ids"][1:]] == [label != IGNORE for label in e.labels[1:]]
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(cli, ["run", "--schedule", "two-stage", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"),
+                                      "--db", str(db), "--max-steps", "3", "--seq-len", "300", "--batch", "2", "--precision", "fp32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT run_config, peak_allocated_bytes FROM runs ORDER BY id").fetchall()
+    assert [json.loads(r[0])["vlm"]["stage"] for r in rows] == [1, 2] and all(r[1] > 0 for r in rows)

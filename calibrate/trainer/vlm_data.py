@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vramplan.planner.vision import VLM_FAMILIES
 from vramplan.planner.vision.image_text_file import IMAGE, ImageTextRecord, read_image_text_file
 
 from .data import IGNORE, Batches, DataError, _chat_segments, _plain_chat, _RowError, split_eval
@@ -28,6 +29,7 @@ PLACEHOLDERS = {
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>",
     "smolvlm": "<image>", "idefics3": "<image>",  # Idefics3Processor expands it into the tiles' tokens
+    "paligemma": "<image>",  # PaliGemmaProcessor puts the image tokens first, then <bos> and the prompt
 }
 PLACEHOLDERS["mllama"] = "<|image|>"  # one token per image; the image enters through cross-attention
 TOKEN_KEYS = ("mm_token_type_ids", "token_type_ids")  # processor outputs laid out per token, padded like the ids
@@ -85,6 +87,7 @@ def encode(record: ImageTextRecord, processor, model_type: str) -> tuple[list[in
     tokenizer = processor.tokenizer
     placeholder = PLACEHOLDERS[model_type]
     image_id = _image_token_id(processor, placeholder)
+    prefix_lm = VLM_FAMILIES[model_type].prefix_lm
     segments, templated = _segments(record, tokenizer)
     ids, labels, extras = [], [], {}
     if not templated and tokenizer.bos_token_id is not None:
@@ -107,6 +110,9 @@ def encode(record: ImageTextRecord, processor, model_type: str) -> tuple[list[in
         for key in extras:
             if len(extras[key]) < len(ids) + len(part):  # a text-only segment: no image tokens there
                 extras[key].extend([0] * (len(ids) + len(part) - len(extras[key])))
+        if trained and prefix_lm:  # PaliGemma: the target text is the suffix (token type 1), attended causally
+            types = extras.setdefault("token_type_ids", [0] * (len(ids) + len(part)))
+            types[len(ids):] = [1] * len(part)
         ids += part
         labels += [t if trained and t != image_id else IGNORE for t in part]
     eos = tokenizer.eos_token_id
@@ -114,7 +120,7 @@ def encode(record: ImageTextRecord, processor, model_type: str) -> tuple[list[in
         ids.append(eos)
         labels.append(eos if segments[-1][1] else IGNORE)
         for key in extras:
-            extras[key].append(0)
+            extras[key].append(1 if key == "token_type_ids" and prefix_lm and segments[-1][1] else 0)
     return ids, labels, extras, templated
 
 
