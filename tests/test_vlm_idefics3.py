@@ -125,3 +125,22 @@ def test_vramplan_run_trains_a_tiny_smolvlm_in_two_stages(tmp_path):
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT run_config, peak_allocated_bytes FROM runs ORDER BY id").fetchall()
     assert [json.loads(r[0])["vlm"]["stage"] for r in rows] == [1, 2] and all(r[1] > 0 for r in rows)
+
+
+def test_cli_estimate_json_and_two_stage_schedule():
+    import json
+
+    from click.testing import CliRunner
+
+    from vramplan.cli import cli
+
+    args = ["estimate", "--model", "smolvlm2-500m", "--gpu", "t4", "--method", "qlora", "--image-size", "1024x768", "--seq-len", "2048"]
+    out = json.loads(CliRunner().invoke(cli, [*args, "--stage", "2", "--json"]).output)
+    assert out["image_tokens"] == 863 and out["stage"] == 2
+    components = out["estimates"][0]["components"]
+    assert components["projector"]["trainable_params"] == 768 * 16 * 960 and components["vision"]["trainable_params"] == 0
+    assert components["vision"]["bytes"]["vision/checkpoint_inputs"] == 12 * 13 * 1024 * 768 * 4  # 13 tiles, fp32 tower (kbit prep)
+    both = json.loads(CliRunner().invoke(cli, [*args, "--schedule", "two-stage", "--json"]).output)
+    assert [e["stage"] for e in both["estimates"]] == [1, 2]
+    text = CliRunner().invoke(cli, [*args, "--stage", "2"]).output
+    assert "vision/weights" in text and "projector/weights" in text and "llm/weights/base" in text

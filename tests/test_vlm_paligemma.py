@@ -134,3 +134,19 @@ def test_vramplan_run_trains_a_tiny_paligemma_with_the_caption_as_suffix(tmp_pat
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT run_config, peak_allocated_bytes FROM runs ORDER BY id").fetchall()
     assert [json.loads(r[0])["vlm"]["stage"] for r in rows] == [1, 2] and all(r[1] > 0 for r in rows)
+
+
+def test_cli_estimate_on_the_catalog_entry():
+    import json
+
+    from click.testing import CliRunner
+
+    from vramplan.cli import cli
+
+    result = CliRunner().invoke(cli, ["estimate", "--model", "paligemma-3b-448", "--gpu", "t4", "--method", "qlora", "--stage", "2",
+                                      "--image-size", "1280x720", "--seq-len", "1280", "--json"])
+    out = json.loads(result.output)
+    assert out["image_tokens"] == 1024 and out["estimates"][0]["text_tokens"] == 256
+    assert "llm/activations/prefix_mask" in out["estimates"][0]["terms"]  # checkpointing is on by default
+    result = CliRunner().invoke(cli, ["estimate", "--model", "paligemma-3b-448", "--method", "lora", "--stage", "2", "--seq-len", "1000"])
+    assert result.exit_code != 0 and result.output.startswith("Error: --seq-len 1000") and result.output.count("\n") == 1
