@@ -150,3 +150,18 @@ def test_cli_estimate_on_the_catalog_entry():
     assert "llm/activations/prefix_mask" in out["estimates"][0]["terms"]  # checkpointing is on by default
     result = CliRunner().invoke(cli, ["estimate", "--model", "paligemma-3b-448", "--method", "lora", "--stage", "2", "--seq-len", "1000"])
     assert result.exit_code != 0 and result.output.startswith("Error: --seq-len 1000") and result.output.count("\n") == 1
+
+
+def test_siglip_mlp_saves_its_tanh_gelu_input_only():
+    """The premise of `mlp_act_saved=1`, tensor by tensor on transformers' SiglipMLP (frozen, input needing grad)."""
+    import torch
+    import transformers
+    from transformers.models.siglip.modeling_siglip import SiglipMLP
+
+    mlp = SiglipMLP(transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=48, hidden_act="gelu_pytorch_tanh")).requires_grad_(False)
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        mlp(x)
+    activations = [t for t in saved if t.numel() == 2 * 5 * 48]  # weights are parameters, not new memory
+    assert len(activations) == _spec("google/paligemma-3b-pt-224").vision.mlp_act_saved == 1
