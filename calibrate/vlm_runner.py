@@ -60,6 +60,11 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         ("probe-paligemma", replace(base, method="lora", batch=3, seq_len=384, grad_ckpt=False), VlmRun(stage=1, image_sizes=((224, 224),))),
         ("probe-smolvlm", replace(base, method="lora", batch=1, seq_len=384), VlmRun(stage=2, image_sizes=((640, 200),))),
         ("probe-smolvlm", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=1, images=2, image_sizes=((300, 900),))),
+        # Idefics3's class (SmolVLM-256M/500M-Instruct), measured after its terms (SmolVLM's) were final
+        ("probe-idefics3", replace(base, method="lora"), VlmRun(stage=1, image_sizes=((224, 224),))),
+        ("probe-idefics3", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((640, 480),))),
+        ("probe-idefics3", replace(base, method="qlora"), VlmRun(stage=2, image_sizes=((224, 224),))),
+        ("probe-idefics3", replace(base, method="lora", grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),))),
         # measured after the checkpointed prefix-mask rule (mask and block ids only) was final
         ("probe-paligemma", replace(base, method="qlora", batch=3, seq_len=384), VlmRun(stage=2, image_sizes=((320, 240),))),
         ("probe-paligemma", replace(base, method="lora", batch=1, seq_len=640), VlmRun(stage=1, images=2, image_sizes=((224, 224),))),
