@@ -63,7 +63,7 @@ def as_measured(record: RunRecord, run: RunConfig) -> RunConfig:
     version = record.environment.get("libraries", {}).get("transformers")
     if run.transformers_version is None and isinstance(version, str) and version_problem(version) is None:
         run = replace(run, transformers_version=version)
-    if record.source == "trace" and "sdpa_dispatch" not in record.environment:
+    if getattr(record, "source", None) == "trace" and "sdpa_dispatch" not in record.environment:
         run = replace(run, cuda_math_sdpa=False)
     return run
 

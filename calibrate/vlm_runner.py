@@ -65,6 +65,9 @@ def vlm_cpu_matrix(preset: str) -> list[tuple[str, VlmCase]]:
         ("probe-idefics3", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=1, image_sizes=((640, 480),))),
         ("probe-idefics3", replace(base, method="qlora"), VlmRun(stage=2, image_sizes=((224, 224),))),
         ("probe-idefics3", replace(base, method="lora", grad_ckpt=False), VlmRun(stage=2, image_sizes=((640, 480),))),
+        ("probe-idefics3", replace(base, method="qlora", grad_ckpt=False), VlmRun(stage=2, image_sizes=((800, 600),))),
+        ("probe-idefics3", replace(base, method="lora", batch=1, seq_len=640), VlmRun(stage=1, images=2, image_sizes=((300, 900),))),
+        ("probe-idefics3", replace(base, method="qlora", batch=1, seq_len=512), VlmRun(stage=2, image_sizes=((1024, 256),))),
         # measured after the checkpointed prefix-mask rule (mask and block ids only) was final
         ("probe-paligemma", replace(base, method="qlora", batch=3, seq_len=384), VlmRun(stage=2, image_sizes=((320, 240),))),
         ("probe-paligemma", replace(base, method="lora", batch=1, seq_len=640), VlmRun(stage=1, images=2, image_sizes=((224, 224),))),

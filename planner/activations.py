@@ -36,6 +36,7 @@ class LayerActivations:
     adapter_extra: int  # method-specific saves, e.g. DoRA's base and LoRA results
     frozen_weight_casts: int  # autocast's 16-bit copies of fp32 frozen weights
     moe: int = 0  # a sparse MLP's router, dispatch and merged-expert tensors (planner/moe.py)
+    math_sdpa: bool = False  # the scores are CUDA's math-kernel SDPA's (planner/sdpa_dispatch.py), not eager's
 
     @property
     def total(self) -> int:
@@ -123,7 +124,7 @@ def layer_activations(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: 
     if dt.autocast and not method.quantizes_base:
         # F.linear under autocast casts an fp32 frozen weight to 16 bit and saves the cast
         frozen_weight_casts = c * model.layer_linear_params
-    return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, extra, frozen_weight_casts, moe_layer_saved_bytes(model, run, dt, adapted))
+    return LayerActivations(norms, attention, scores, mlp, linear_inputs, adapter_inputs, extra, frozen_weight_casts, moe_layer_saved_bytes(model, run, dt, adapted), math)
 
 
 def _norm_saved_bytes(model: ModelSpec, run: RunConfig, dt: DtypePlan) -> int:

@@ -76,8 +76,9 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
         Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim + packed_inputs_bytes(run), "input ids, labels, rotary cos/sin", fwd_bwd),
         # freed once backward has passed it, before any layer's backward (or recompute) starts
         Term("activations/final_norm", final_norm_bytes(model, run, dt), "the last RMSNorm's fp32 input copy, outside the layers", frozenset({FORWARD})),
-        *loss_terms(model, run, dt, logits_bytes),  # full logits, or a saver's terms (planner/savers.py)
     ]
+    loss = loss_terms(model, run, dt, logits_bytes)  # full logits, or a saver's terms (planner/savers.py)
+    terms += loss
     if run.grad_ckpt:
         terms += [
             *checkpoint_terms(model, run, dt, Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd)),
@@ -100,7 +101,21 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
             )
     # when the last gradients are written, about half of layer 0's saved tensors are already freed
     terms.append(Term("activations/last_layer", first_layer.total // 2, "half of layer 0's saved tensors, still held as its gradients are written", frozenset({BACKWARD_END})))
-    terms.append(Term("activations/transient", layer_transient_bytes(top, run, dt, adapted), "widest op's output and gradient in flight (MLP)", in_flight))
+    # CUDA's math SDPA (planner/sdpa_dispatch.py): as softmax runs, the scores sit beside the
+    # probabilities (under checkpointing nothing is saved, so both are in flight), and a layer's
+    # attention backward holds both their gradients. Those moments come before the logits exist and
+    # after they are freed: they raise a phase's peak only by what they exceed the loss terms by.
+    math_scores = max((kind.attention_scores for _, kind, _ in kinds if kind.math_sdpa), default=0)
+    loss_in = {phase: sum(term.bytes for term in (*loss, terms[1]) if phase in term.phases) for phase in (FORWARD, BACKWARD)}  # + final_norm
+    mlp_transient = layer_transient_bytes(top, run, dt, adapted)
+    if math_scores:
+        in_flight_fwd = math_scores * (2 if run.grad_ckpt else 1) - loss_in[FORWARD]
+        if in_flight_fwd > 0:
+            terms.append(Term("activations/attention_in_flight", in_flight_fwd, "one layer's math-kernel SDPA scores beside its probabilities, beyond the logits", frozenset({FORWARD})))
+    # by a layer's attention backward its MLP's backward has run: what the MLP saved is freed
+    released = layer.mlp + layer.moe + (layer.norms + layer.adapter_inputs + layer.linear_inputs) // 2  # the MLP half of the layer
+    transient = max(mlp_transient, 2 * math_scores - loss_in[BACKWARD] - released)
+    terms.append(Term("activations/transient", transient, "widest op's output and gradient in flight (MLP, or the math-kernel attention's beyond the logits)", in_flight))
     terms += router_aux_loss_terms(model, run, dt)  # a MoE config with output_router_logits on
     method = run.method_record
     if method.adapter is not None:

@@ -79,6 +79,16 @@ def test_the_trace_emulates_the_dispatch_and_the_estimate_follows_it():
     assert traced - fused > model.num_layers * 4 * run.batch * model.num_heads * run.seq_len ** 2 * 0.9
 
 
+@pytest.mark.parametrize("ckpt", [True, False])
+def test_where_attention_dominates_the_math_kernels_moments_set_the_peak(ckpt):
+    """Seq 1024 on the probe: the probabilities (67 MB a layer) outweigh the logits (34 MB); the peak is
+    one layer's softmax in forward or its attention backward (scores' and probabilities' gradients)."""
+    config, model = model_for("probe-llama")
+    run = replace(QLORA, seq_len=1024, grad_ckpt=ckpt, device_kind="cuda")
+    traced = trace_step(config, run)["steady_peak_bytes"]
+    assert tensor_peak_estimate(estimate(model, run).breakdown) == pytest.approx(traced, rel=0.02)
+
+
 def test_old_traces_are_re_estimated_with_the_fused_kernel():
     def record(environment):
         return RunRecord(source="trace", outcome="ok", model_name="probe-llama", model_config={}, run_config={},
