@@ -22,6 +22,8 @@ def saver_labels(run) -> list[str]:
     if run.loss != "standard":
         labels.append(f"{run.loss} loss" + (f" ({run.loss_chunk} tokens a chunk)" if run.loss == "chunked" else ""))
     labels += [name for name, on in (("offloaded activations", run.offload_activations), ("packing", run.packing), ("expandable segments", run.expandable_segments)) if on]
+    if not run.kbit_upcast and run.method_record.quantizes_base:
+        labels.append("no kbit upcast")  # --no-kbit-upcast: 16-bit embeddings, norms and head on the 4-bit base
     return labels
 
 def _gib_cell(n_bytes: int, live: bool) -> Text:
