@@ -16,6 +16,7 @@ Each tile becomes `(image_size / patch)^2 / s^2` tokens; the prompt wraps them i
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
@@ -135,16 +136,5 @@ IDEFICS3 = VlmFamily(
     default_image=(512, 512),
 )
 
-SMOLVLM = VlmFamily(
-    model_type="smolvlm",
-    title="SmolVLM",
-    text_config=text_config,
-    vision=vision,
-    projector=connector,
-    image_tokens=image_tokens,
-    vision_module="model.vision_model",
-    projector_module="model.connector",
-    llm_module="model.text_model",
-    torch_class="SmolVLMForConditionalGeneration",
-    default_image=(512, 512),
-)
+# SmolVLM is Idefics3's architecture under its own classes (the same modules and processor rules)
+SMOLVLM = replace(IDEFICS3, model_type="smolvlm", title="SmolVLM", torch_class="SmolVLMForConditionalGeneration")
