@@ -20,7 +20,7 @@ from .moe import moe_backward_bytes, router_aux_loss_terms, upper_layer_grads_by
 from .optimizer import optimizer_terms
 from .overhead import Corrections, overhead_bytes, overhead_terms
 from .savers import packed_inputs_bytes, checkpoint_terms, loss_terms, polynomial
-from .scaling import PhaseSums, fit
+from .scaling import MaxOfSums, PhaseSums, fit
 from .specs import GpuSpec, ModelSpec, RunConfig
 
 INT64 = 8
@@ -57,8 +57,12 @@ class Estimate:
         return self.gpu.total_bytes - self.breakdown.device_used_bytes
 
 
-def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...]) -> list[Term]:
-    """Saved activations (per checkpointing mode), the loss, and in-flight tensors."""
+def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...], math_branch: str | None = None) -> list[Term]:
+    """Saved activations (per checkpointing mode), the loss, and in-flight tensors.
+
+    `math_branch` ("low" or "high") takes one side of the math-kernel SDPA moments' max for every
+    phase (`planner.scaling.MaxOfSums` fits each side, then takes the larger sum per phase).
+    """
     # one layer of each kind (DeepSeek: dense, then sparse; else all alike) and how many there are
     kinds = [(view, layer_activations(view, run, dt, adapted), n) for view, n in model.layer_kinds]
 
@@ -108,13 +112,16 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     math_scores = max((kind.attention_scores for _, kind, _ in kinds if kind.math_sdpa), default=0)
     loss_in = {phase: sum(term.bytes for term in (*loss, terms[1]) if phase in term.phases) for phase in (FORWARD, BACKWARD)}  # + final_norm
     mlp_transient = layer_transient_bytes(top, run, dt, adapted)
-    if math_scores:
-        in_flight_fwd = math_scores * (2 if run.grad_ckpt else 1) - loss_in[FORWARD]
-        if in_flight_fwd > 0:
-            terms.append(Term("activations/attention_in_flight", in_flight_fwd, "one layer's math-kernel SDPA scores beside its probabilities, beyond the logits", frozenset({FORWARD})))
     # by a layer's attention backward its MLP's backward has run: what the MLP saved is freed
     released = layer.mlp + layer.moe + (layer.norms + layer.adapter_inputs + layer.linear_inputs) // 2  # the MLP half of the layer
-    transient = max(mlp_transient, 2 * math_scores - loss_in[BACKWARD] - released)
+    in_flight_fwd = math_scores * (2 if run.grad_ckpt else 1) - loss_in[FORWARD]
+    math_transient = 2 * math_scores - loss_in[BACKWARD] - released
+    if math_branch is not None:  # one side of both maxes, each a polynomial in tokens and batch x seq²
+        in_flight_fwd, transient = (0, mlp_transient) if math_branch == "low" else (in_flight_fwd, math_transient)
+    else:
+        in_flight_fwd, transient = max(0, in_flight_fwd), max(mlp_transient, math_transient)
+    if math_scores and in_flight_fwd:
+        terms.append(Term("activations/attention_in_flight", in_flight_fwd, "one layer's math-kernel SDPA scores beside its probabilities, beyond the logits", frozenset({FORWARD})))
     terms.append(Term("activations/transient", transient, "widest op's output and gradient in flight (MLP, or the math-kernel attention's beyond the logits)", in_flight))
     terms += router_aux_loss_terms(model, run, dt)  # a MoE config with output_router_logits on
     method = run.method_record
@@ -144,9 +151,9 @@ def adapter_weight_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapte
     ]
 
 
-def tensor_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...], scale: float) -> list[Term]:
+def tensor_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: tuple[str, ...], scale: float, math_branch: str | None = None) -> list[Term]:
     """Every term but the overhead ones, which follow from these terms' peak."""
-    activations = activation_terms(model, run, dt, adapted)
+    activations = activation_terms(model, run, dt, adapted, math_branch)
     if scale != 1.0:
         activations = [replace(term, bytes=round(term.bytes * scale)) for term in activations]
     base = run.method_record.base.terms(model, run, dt)
@@ -162,7 +169,7 @@ class RunShape:
     scale: float  # the activation scale of the corrections
     adapted: tuple[str, ...]
     dt: DtypePlan
-    sums: PhaseSums | None  # None: not fitted, sum the terms
+    sums: PhaseSums | MaxOfSums | None  # None: not fitted, sum the terms
 
 
 # every RunConfig field but batch and seq_len, so that a new field is part of the key
@@ -184,6 +191,9 @@ def run_shape(model: ModelSpec, run: RunConfig, scale: float) -> RunShape:
         # MoE models sum their terms: the fitted sums are not proven exact for them
         fits = scale == 1.0 and not model.sliding_window and polynomial(run) and not model.num_experts  # a loss chunk caps a term
         sums = fit(lambda b, s: tensor_terms(model, replace(run, batch=b, seq_len=s), dt, adapted, scale)) if fits else None
+        if fits and sums is None:  # CUDA's math-kernel SDPA moments are a max of two polynomials: fit each side
+            low, high = (fit(lambda b, s, side=side: tensor_terms(model, replace(run, batch=b, seq_len=s), dt, adapted, scale, side)) for side in ("low", "high"))
+            sums = MaxOfSums(low, high) if low is not None and high is not None else None
         if len(_SHAPES) >= MAX_SHAPES:
             _SHAPES.clear()
         shape = _SHAPES[key] = RunShape(model, method, scale, adapted, dt, sums)

@@ -50,3 +50,17 @@ def fit(terms_at: Callable[[int, int], Sequence[Term]]) -> PhaseSums | None:
     if any(fitted.at(batch, seq_len) != sums(terms_at(batch, seq_len)) for batch, seq_len in CHECKS):
         return None
     return fitted
+
+
+class MaxOfSums:
+    """Per phase, the larger of two fitted sums: a term that is the max of two polynomials (CUDA's
+    math-kernel SDPA moments against the logits, planner/estimator.py) makes each phase's sum the max
+    of the two sums with either side taken."""
+
+    __slots__ = ("sides",)
+
+    def __init__(self, *sides: PhaseSums):
+        self.sides = sides
+
+    def at(self, batch: int, seq_len: int) -> list[int]:
+        return [max(values) for values in zip(*(side.at(batch, seq_len) for side in self.sides))]

@@ -49,3 +49,22 @@ def test_a_calibrated_activation_scale_sums_its_rounded_terms():
     run = RunConfig(method="lora", batch=3, seq_len=333)
     breakdown = estimate(catalog_spec("meta-llama/Meta-Llama-3-8B"), run, None, corrections).breakdown
     assert breakdown.device_used_bytes == _summed(breakdown)[-1]
+
+
+def test_math_kernel_sdpa_runs_are_fitted_per_side_and_exact():
+    """A 4-bit base with the fp32 upcast and grouped kv heads on CUDA: its math-kernel SDPA moments are a
+    max of two polynomials; each side is fitted and the larger taken per phase, equal to the terms' sums."""
+    from vramplan.planner.breakdown import MemoryBreakdown
+    from vramplan.planner.catalog import catalog_spec
+    from vramplan.planner.estimator import estimate, run_shape
+    from vramplan.planner.scaling import MaxOfSums
+    from vramplan.planner.specs import RunConfig
+
+    model = catalog_spec("meta-llama/Meta-Llama-3-8B")
+    base = RunConfig(method="qlora", grad_ckpt=True)
+    assert isinstance(run_shape(model, base, 1.0).sums, MaxOfSums)
+    for batch, seq_len in ((1, 256), (1, 2048), (2, 8192), (3, 1001), (1, 32768)):
+        run = RunConfig(method="qlora", grad_ckpt=True, batch=batch, seq_len=seq_len)
+        fitted = estimate(model, run).breakdown
+        summed = MemoryBreakdown(fitted.terms)
+        assert (fitted.peak_allocated_bytes, fitted.device_used_bytes) == (summed.peak_allocated_bytes, summed.device_used_bytes)
