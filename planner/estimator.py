@@ -76,13 +76,16 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     fwd_bwd = frozenset({FORWARD, BACKWARD})
     in_flight = frozenset({BACKWARD, BACKWARD_END})
     t = run.tokens
-    terms = [
-        Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim + packed_inputs_bytes(run), "input ids, labels, rotary cos/sin", fwd_bwd),
+    # the loss and the model's last norm: what exists at the end of forward and the start of backward
+    loss = [
         # freed once backward has passed it, before any layer's backward (or recompute) starts
         Term("activations/final_norm", final_norm_bytes(model, run, dt), "the last RMSNorm's fp32 input copy, outside the layers", frozenset({FORWARD})),
+        *loss_terms(model, run, dt, logits_bytes),  # full logits, or a saver's terms (planner/savers.py)
     ]
-    loss = loss_terms(model, run, dt, logits_bytes)  # full logits, or a saver's terms (planner/savers.py)
-    terms += loss
+    terms = [
+        Term("activations/inputs", 2 * INT64 * t + 2 * dt.stream_bytes * t * model.head_dim + packed_inputs_bytes(run), "input ids, labels, rotary cos/sin", fwd_bwd),
+        *loss,
+    ]
     if run.grad_ckpt:
         terms += [
             *checkpoint_terms(model, run, dt, Term("activations/checkpoint_inputs", checkpoint_inputs_bytes(model, run, dt), f"{model.num_layers} layer inputs kept by checkpointing", fwd_bwd)),
@@ -110,7 +113,7 @@ def activation_terms(model: ModelSpec, run: RunConfig, dt: DtypePlan, adapted: t
     # attention backward holds both their gradients. Those moments come before the logits exist and
     # after they are freed: they raise a phase's peak only by what they exceed the loss terms by.
     math_scores = max((kind.attention_scores for _, kind, _ in kinds if kind.math_sdpa), default=0)
-    loss_in = {phase: sum(term.bytes for term in (*loss, terms[1]) if phase in term.phases) for phase in (FORWARD, BACKWARD)}  # + final_norm
+    loss_in = {phase: sum(term.bytes for term in loss if phase in term.phases) for phase in (FORWARD, BACKWARD)}
     mlp_transient = layer_transient_bytes(top, run, dt, adapted)
     # by a layer's attention backward its MLP's backward has run: what the MLP saved is freed
     released = layer.mlp + layer.moe + (layer.norms + layer.adapter_inputs + layer.linear_inputs) // 2  # the MLP half of the layer
