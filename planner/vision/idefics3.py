@@ -21,7 +21,7 @@ from dataclasses import replace
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
 from .paligemma import siglip_tower
-from .record import ImageTokens, Projector, VisionTower, VlmFamily
+from .record import ImageTokens, Projector, VisionTower, VlmFamily, sub_config
 
 MAX_IMAGE_SIZE = 4096  # image_processing_idefics3.MAX_IMAGE_SIZE
 # the processors' class defaults (Idefics3ImageProcessor: 4 x 364 and 364)
@@ -29,16 +29,12 @@ PROCESSOR_DEFAULTS = {"longest_edge": 4 * 364, "tile": 364, "do_image_splitting"
 
 
 def text_config(config: dict) -> dict:
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise UnknownModelError(f"config.json of {config.get('model_type')} has no 'text_config': the decoder's numbers are missing")
+    text = sub_config(config, "text_config", ": the decoder's numbers are missing")
     return {"model_type": "llama", **text, "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
 
 
 def vision(config: dict) -> VisionTower:
-    v = config.get("vision_config")
-    if not isinstance(v, dict):
-        raise UnknownModelError(f"config.json of {config.get('model_type')} has no 'vision_config': the SigLIP tower's numbers are missing")
+    v = sub_config(config, "vision_config", ": the SigLIP tower's numbers are missing")
     # Idefics3VisionConfig's defaults differ from SigLIP's where a hub file leaves keys out
     v = {"hidden_size": 1152, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 16,
          "image_size": 224, "patch_size": 32, **v, "model_type": "idefics3_vision"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
-from .record import ImageTokens, Projector, VisionTower, VlmFamily
+from .record import ImageTokens, Projector, VisionTower, VlmFamily, sub_config
 from .tokens import select_best_resolution
 
 CLIP_DEFAULTS = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 336, "patch_size": 14}
@@ -17,9 +17,7 @@ NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
 
 def text_config(config: dict) -> dict:
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise UnknownModelError(f"config.json of {config.get('model_type')} has no 'text_config': the decoder's numbers are missing")
+    text = sub_config(config, "text_config", ": the decoder's numbers are missing")
     return {"model_type": "llama", **text, "tie_word_embeddings": text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
-from .record import ImageTokens, Projector, VisionTower, VlmFamily
+from .record import ImageTokens, Projector, VisionTower, VlmFamily, sub_config
 
 # MllamaTextConfig / MllamaVisionConfig defaults (transformers 5.24): what a config.json may leave out
 DEFAULT_CROSS_LAYERS = [3, 8, 13, 18, 23, 28, 33, 38]
@@ -26,13 +26,7 @@ EXTRA_EMBED_ROWS = 8  # MllamaTextModel: nn.Embedding(vocab_size + 8, hidden)
 
 
 def _text(config: dict) -> dict:
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise UnknownModelError("config.json of mllama has no 'text_config': the decoder's numbers are missing")
-    missing = [key for key in TEXT_KEYS if key not in text]
-    if missing:
-        raise UnknownModelError(f"text_config has no {', '.join(repr(k) for k in missing)}")
-    return text
+    return sub_config(config, "text_config", ": the decoder's numbers are missing", TEXT_KEYS, label="mllama")
 
 
 def cross_layers(config: dict) -> list[int]:
@@ -62,9 +56,7 @@ def decoder_extra(config: dict, decoder) -> int:
 
 
 def _vision(config: dict) -> dict:
-    vision = config.get("vision_config")
-    if not isinstance(vision, dict):
-        raise UnknownModelError("config.json of mllama has no 'vision_config'; is it a Llama-3.2-Vision checkpoint?")
+    vision = sub_config(config, "vision_config", "; is it a Llama-3.2-Vision checkpoint?", label="mllama")
     v = {**VISION_DEFAULTS, **vision}
     if "num_attention_heads" in vision and "attention_heads" not in vision:
         v["attention_heads"] = vision["num_attention_heads"]

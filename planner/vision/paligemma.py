@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
-from .record import ImageTokens, Projector, VisionTower, VlmFamily
+from .record import ImageTokens, Projector, VisionTower, VlmFamily, sub_config
 
 # SiglipVisionConfig's defaults (transformers 5): what a hub vision_config leaves out
 SIGLIP_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -52,17 +52,13 @@ def siglip_tower(vision: dict, what: str, head: bool = False) -> VisionTower:
 
 
 def text_config(config: dict) -> dict:
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise UnknownModelError("config.json of paligemma has no 'text_config': the Gemma decoder's numbers are missing")
+    text = sub_config(config, "text_config", ": the Gemma decoder's numbers are missing", label="paligemma")
     # PaliGemmaConfig ties the embedding and lm_head unless told otherwise
     return {"model_type": "gemma", **text, "tie_word_embeddings": text.get("tie_word_embeddings", config.get("tie_word_embeddings", True))}
 
 
 def vision(config: dict) -> VisionTower:
-    v = config.get("vision_config")
-    if not isinstance(v, dict):
-        raise UnknownModelError("config.json of paligemma has no 'vision_config': the SigLIP tower's numbers are missing")
+    v = sub_config(config, "vision_config", ": the SigLIP tower's numbers are missing", label="paligemma")
     return siglip_tower(v, "paligemma", head=v.get("vision_use_head", True))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import UnknownModelError
 from ..specs import LinearSpec
-from .record import ImageTokens, Projector, VisionTower, VlmFamily
+from .record import ImageTokens, Projector, VisionTower, VlmFamily, sub_config
 from .tokens import smart_resize
 
 HUB_MIN_PIXELS = 56 * 56  # preprocessor_config.json of the Qwen2-VL / Qwen2.5-VL checkpoints
@@ -21,10 +21,7 @@ TEXT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atten
 
 
 def _vision_config(config: dict, name: str = "") -> dict:
-    vision = config.get("vision_config")
-    if not isinstance(vision, dict):
-        raise UnknownModelError(f"config.json of {name or config.get('model_type')} has no 'vision_config'; is it a {config.get('model_type')} checkpoint?")
-    return vision
+    return sub_config(config, "vision_config", f"; is it a {config.get('model_type')} checkpoint?", label=name or None)
 
 
 def text_config(config: dict) -> dict:

@@ -33,7 +33,7 @@ from ..errors import UnknownModelError
 from ..specs import LinearSpec
 from .qwen2_vl import _need, _vision_config
 from .qwen2_vl import image_tokens as qwen_image_tokens
-from .record import Projector, VisionTower, VlmFamily
+from .record import Projector, VisionTower, VlmFamily, sub_config
 
 HUB_MIN_PIXELS = 65_536  # preprocessor_config.json of the Qwen3-VL checkpoints: size.shortest_edge
 HUB_MAX_PIXELS = 16_777_216  # size.longest_edge (4096 x 4096): up to 16,384 LLM tokens per image
@@ -42,12 +42,7 @@ TEXT_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_atten
 
 def text_config(config: dict) -> dict:
     """The Qwen3 decoder: `text_config` (transformers 5 and the hub files nest it), read as model_type qwen3."""
-    text = config.get("text_config")
-    if not isinstance(text, dict):
-        raise UnknownModelError("config.json has no 'text_config': the Qwen3 decoder's numbers are missing")
-    missing = [key for key in TEXT_KEYS if key not in text]
-    if missing:
-        raise UnknownModelError(f"text_config has no {', '.join(map(repr, missing))}")
+    text = sub_config(config, "text_config", ": the Qwen3 decoder's numbers are missing", TEXT_KEYS)
     # the hub files keep tie_word_embeddings at the root (and repeat it in text_config)
     return {**text, "model_type": "qwen3", "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
 

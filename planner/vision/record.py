@@ -11,9 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import UnknownModelError
 from ..specs import Component, LinearSpec, ModelSpec
 
 ATTENTION_KINDS = ("full", "windowed")
+
+
+def sub_config(config: dict, key: str, missing: str, required: tuple[str, ...] = (), label: str | None = None) -> dict:
+    """`config[key]` (a VLM's `text_config` or `vision_config`) as a dict.
+
+    Raises:
+        UnknownModelError: in one line, naming the file's model_type (or `label`): the key is not a
+            dict (`missing` ends the message), or `required` keys are absent from it.
+    """
+    sub = config.get(key)
+    if not isinstance(sub, dict):
+        raise UnknownModelError(f"config.json of {label or config.get('model_type')} has no {key!r}{missing}")
+    absent = [name for name in required if name not in sub]
+    if absent:
+        raise UnknownModelError(f"{key} has no {', '.join(map(repr, absent))}")
+    return sub
 
 
 @dataclass(frozen=True)
