@@ -59,6 +59,12 @@ class Section:
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "'": "&#39;"})
 
 
+def spoken_list(names) -> str:
+    """"T4", "T4 and L4", "T4, L4 and A100": names as a title reads them."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def esc(text) -> str:
     """Escape any value for HTML text and attribute positions, and for plotly's labels."""
     return str(text).translate(_ESCAPES)

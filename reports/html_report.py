@@ -18,7 +18,7 @@ from .estimate_table import adapter_lines, stack_line
 from ..planner.specs import GpuSpec, ModelSpec, RunConfig
 from . import html_charts as charts
 from ..planner.units import GIB
-from .html_page import Cell, Chart, Section, Table, render_page
+from .html_page import Cell, Chart, Section, Table, render_page, spoken_list
 
 
 
@@ -381,10 +381,8 @@ def build_report(model_name: str, gpu_keys, run: RunConfig, methods, db_path=Non
         from .html_sections import run_section
 
         sections.append(run_section(run_dir, db_path, use_store=db_path is not None))
-    names = [g.name for g in gpus]
-    gpu_names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return render_page(
-        f"GPU memory for fine-tuning {_short_name(resolved.spec)} on {gpu_names}",
+        f"GPU memory for fine-tuning {_short_name(resolved.spec)} on {spoken_list(g.name for g in gpus)}",
         sections,
         subtitle=f"{resolved.note} · {', '.join(charts.method_title(m) for m in methods)} · batch {run.batch} × {run.seq_len} tokens",
         footer=page_footer(),

@@ -15,7 +15,7 @@ from ..planner.methods import method_title
 from ..planner.vlm_estimate import estimate_vlm, image_plan
 from ..planner.specs import RunConfig
 from .estimate_table import stack_line
-from .html_page import Cell, Chart, Section, Table, render_page
+from .html_page import Cell, Chart, Section, Table, render_page, spoken_list
 from .html_report import _bytes_cell, _fit_cell, _params, page_footer
 from .vlm_html_charts import PART_TITLES, PARTS, components_figure, parts_at_peak, resolution_figure
 
@@ -202,10 +202,8 @@ def build_vlm_report(resolved, spec, gpus, run: RunConfig, vlm, methods, correct
         resolution_section(spec, run, vlm, methods, gpus, corrections),
         run_section,
     ]
-    names = [g.name for g in gpus]
-    gpu_names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return render_page(
-        f"GPU memory for fine-tuning {_short(spec.name)} (vision-language) on {gpu_names}",
+        f"GPU memory for fine-tuning {_short(spec.name)} (vision-language) on {spoken_list(g.name for g in gpus)}",
         sections,
         subtitle=f"{resolved.note} · two stages · {', '.join(method_title(m) for m in methods)} · batch {run.batch} × {run.seq_len} tokens",
         footer=page_footer(),
