@@ -67,12 +67,11 @@ def test_lite_is_counted_as_published():
 def test_trainable_params_match_peft(targets):
     import peft
 
-    from vramplan.calibrate.model_build import resolve_target_modules
-    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+    from vramplan.calibrate.adapters.peft_lora import lora_target_kwargs
 
     spec = spec_from_config(PROBE, "probe")
     model = _model(PROBE)
-    kwargs = moe_lora_kwargs(model, targets, 8, 16) or {"target_modules": resolve_target_modules(model, targets)}
+    kwargs = lora_target_kwargs(model, targets, 8, 16)
     lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, **kwargs))
     want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert estimate(spec, RunConfig(method="lora", rank=8, targets=targets, dropout=0.0)).trainable_params == want
@@ -97,14 +96,13 @@ def test_peft_all_linear_leaves_the_dense_and_shared_mlp():
 def test_catalog_lite_matches_peft():
     import peft
 
-    from vramplan.calibrate.model_build import resolve_target_modules
-    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+    from vramplan.calibrate.adapters.peft_lora import lora_target_kwargs
     from vramplan.planner.targets import adapter_params
 
     spec = catalog_spec(LITE)
     for targets in (("all-linear",), ("attention",), EXPERTS):
         model = _model(MODEL_CONFIGS[LITE]["config"])
-        kwargs = moe_lora_kwargs(model, targets, 16, 32) or {"target_modules": resolve_target_modules(model, targets)}
+        kwargs = lora_target_kwargs(model, targets, 16, 32)
         lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, **kwargs))
         assert lora.get_nb_trainable_parameters()[0] == adapter_params(spec, resolve_targets(spec, targets), 16, False), targets
 

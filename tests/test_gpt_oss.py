@@ -54,12 +54,11 @@ def test_transformers_refuses_sdpa():
 def test_trainable_params_match_peft(targets):
     import peft
 
-    from vramplan.calibrate.model_build import resolve_target_modules
-    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+    from vramplan.calibrate.adapters.peft_lora import lora_target_kwargs
 
     spec = spec_from_config(TINY, "tiny")
     model = _meta_model(TINY)
-    kwargs = moe_lora_kwargs(model, targets, 8, 16) or {"target_modules": resolve_target_modules(model, targets)}
+    kwargs = lora_target_kwargs(model, targets, 8, 16)
     lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, **kwargs))
     want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert estimate(spec, RunConfig(method="lora", rank=8, targets=targets, dropout=0.0)).trainable_params == want

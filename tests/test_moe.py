@@ -62,15 +62,13 @@ def test_base_params_match_the_torch_model(model_type):
 def test_trainable_params_match_peft(model_type, targets):
     import peft
 
-    from vramplan.calibrate.model_build import resolve_target_modules
-
-    from vramplan.calibrate.moe_targets import moe_lora_kwargs
+    from vramplan.calibrate.adapters.peft_lora import lora_target_kwargs
 
     config = _config(model_type)
     spec = spec_from_config(config, "tiny")
     model = _meta_model(config)
     # as the model builder passes them (calibrate/adapters/peft_lora.py)
-    kwargs = moe_lora_kwargs(model, targets, 8, 16) or {"target_modules": resolve_target_modules(model, targets)}
+    kwargs = lora_target_kwargs(model, targets, 8, 16)
     lora = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, **kwargs))
     want = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert estimate(spec, RunConfig(method="lora", rank=8, targets=targets, dropout=0.0)).trainable_params == want
@@ -198,19 +196,18 @@ def test_catalog_moe_matches_peft(hub_id):
     import torch
     import transformers
 
-    from vramplan.calibrate.model_build import resolve_target_modules
+    from vramplan.calibrate.adapters.peft_lora import lora_target_kwargs
     from vramplan.planner.catalog import catalog_spec
     from vramplan.planner.catalog.models import MODEL_CONFIGS
     from vramplan.planner.targets import adapter_params
 
     spec = catalog_spec(hub_id)
-    from vramplan.calibrate.moe_targets import moe_lora_kwargs
 
     for targets in (("all-linear",), ("attention",), ("gate_up_proj", "down_proj")):  # the last: the experts alone
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**MODEL_CONFIGS[hub_id]["config"]))
             assert sum(p.numel() for p in model.parameters()) == spec.base_params
-            kwargs = moe_lora_kwargs(model, targets, 16, 32) or {"target_modules": resolve_target_modules(model, targets)}
+            kwargs = lora_target_kwargs(model, targets, 16, 32)
             lora = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, **kwargs))
         assert lora.get_nb_trainable_parameters()[0] == adapter_params(spec, resolve_targets(spec, targets), 16, False), targets
 

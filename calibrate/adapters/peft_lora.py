@@ -37,17 +37,24 @@ def _meta_dora_init():
         dora.DoraLinearLayer.update_layer = original
 
 
+def lora_target_kwargs(model: nn.Module, targets, rank: int, alpha: float) -> dict:
+    """The ``LoraConfig`` keys that put LoRA on ``targets``: ``target_modules``, or, for a mixture of
+    experts' router and fused experts (parameters, not Linears), ``target_parameters`` and their
+    rank/alpha patterns (calibrate/moe_targets.py)."""
+    from ..model_build import resolve_target_modules
+    from ..moe_targets import moe_lora_kwargs
+
+    return moe_lora_kwargs(model, targets, rank, alpha) or {"target_modules": resolve_target_modules(model, targets)}
+
+
 def attach(model: nn.Module, run, meta: bool = False) -> nn.Module:
     """The ``PeftModel`` with LoRA (or DoRA, when the record's adapter is "dora") on ``run.targets``."""
     import peft
 
-    from ..model_build import ADAPTER_DTYPES, resolve_target_modules
-
-    from ..moe_targets import moe_lora_kwargs
+    from ..model_build import ADAPTER_DTYPES
 
     dora = run.method_record.adapter.name == "dora"
-    # a mixture of experts' router/experts are parameters, not Linears (calibrate/moe_targets.py)
-    targets = moe_lora_kwargs(model, run.targets, run.rank, run.lora_alpha) or {"target_modules": resolve_target_modules(model, run.targets)}
+    targets = lora_target_kwargs(model, run.targets, run.rank, run.lora_alpha)
     lora_config = peft.LoraConfig(
         r=run.rank,
         lora_alpha=run.lora_alpha,
