@@ -22,6 +22,7 @@ tower's patch embedding output then requires grad too.
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -82,14 +83,6 @@ VLM_PROBE_MODELS: dict[str, dict] = {
         "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4,
                           "image_size": 128, "patch_size": 16, "size": {"longest_edge": 256}, "max_image_size": {"longest_edge": 128}},
     },
-    "probe-idefics3": {  # probe-smolvlm's numbers as Idefics3ForConditionalGeneration (SmolVLM-256M/500M-Instruct's class)
-        "model_type": "idefics3", "image_token_id": 4000, "scale_factor": 2, "tie_word_embeddings": False,
-        "text_config": {"model_type": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 3,
-                        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 4096, "max_position_embeddings": 4096,
-                        "rms_norm_eps": 1e-5},
-        "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4,
-                          "image_size": 128, "patch_size": 16, "size": {"longest_edge": 256}, "max_image_size": {"longest_edge": 128}},
-    },
     "probe-llava": {
         "model_type": "llava", "image_token_index": 4000, "image_seq_length": 256, "vision_feature_layer": -2,
         "vision_feature_select_strategy": "default", "projector_hidden_act": "gelu",
@@ -100,6 +93,9 @@ VLM_PROBE_MODELS: dict[str, dict] = {
                           "num_attention_heads": 4, "image_size": 224, "patch_size": 14},
     },
 }
+
+# Idefics3ForConditionalGeneration (SmolVLM-256M/500M-Instruct's class) with probe-smolvlm's numbers
+VLM_PROBE_MODELS["probe-idefics3"] = {**copy.deepcopy(VLM_PROBE_MODELS["probe-smolvlm"]), "model_type": "idefics3"}
 
 
 def module_paths(model_type: str) -> tuple[str, str, str]:
