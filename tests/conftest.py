@@ -34,6 +34,28 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def oom_above_batch(monkeypatch):
+    """`oom_above_batch(n)`: every trainer step (text or VLM session) of a micro-batch above n raises
+    CUDA's out-of-memory error, as a GPU too small for it would."""
+
+    def patch(limit: int) -> None:
+        import torch
+
+        from vramplan.calibrate.trainer.loop import _Session
+
+        real_step = _Session._step
+
+        def step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter):
+            if run.batch > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real_step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter)
+
+        monkeypatch.setattr(_Session, "_step", step)
+
+    return patch
+
+
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Tests never touch the network."""

@@ -16,7 +16,7 @@ from vramplan.calibrate.store import Store
 from vramplan.calibrate.trainer import checkpoint as ckpt
 from vramplan.calibrate.trainer.data import IGNORE, load_dataset
 from vramplan.calibrate.trainer.fallback import DoesNotFitError, check_fits
-from vramplan.calibrate.trainer.loop import TrainConfig, TrainingInterrupted, TrainingOutOfMemory, _Session, next_config_down, train
+from vramplan.calibrate.trainer.loop import TrainConfig, TrainingInterrupted, TrainingOutOfMemory, next_config_down, train
 from vramplan.cli import cli
 from vramplan.planner.catalog import catalog_spec, custom_gpu
 from vramplan.planner.specs import RunConfig
@@ -181,15 +181,8 @@ def test_estimate_refuses_what_does_not_fit():
     assert check_fits(spec, lora, 1, None) == (lora, 1, [])  # CPU: no capacity to check
 
 
-def test_oom_is_recorded_and_falls_back(tiny, tmp_path, monkeypatch):
-    real_step = _Session._step
-
-    def step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter):
-        if run.batch > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter)
-
-    monkeypatch.setattr(_Session, "_step", step)
+def test_oom_is_recorded_and_falls_back(tiny, tmp_path, oom_above_batch):
+    oom_above_batch(2)
     db = tmp_path / "runs.db"
     with pytest.raises(TrainingOutOfMemory, match=r"out of memory at step 1 .*try --batch 2 --grad-accum 2 "):
         train(train_config(tiny, tmp_path / "no-fallback", db, max_steps=2))

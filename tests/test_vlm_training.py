@@ -211,19 +211,12 @@ def _config(tiny, out, db, **changes):
     return VlmTrainConfig(**{**values, **changes})
 
 
-def test_oom_falls_back_and_every_attempt_is_recorded(tiny, tmp_path, monkeypatch):
+def test_oom_falls_back_and_every_attempt_is_recorded(tiny, tmp_path, oom_above_batch):
     from vramplan.calibrate.store import Store
-    from vramplan.calibrate.trainer.loop import TrainingOutOfMemory, _Session
+    from vramplan.calibrate.trainer.loop import TrainingOutOfMemory
     from vramplan.calibrate.trainer.vlm_loop import train_vlm
 
-    real_step = _Session._step
-
-    def step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter):
-        if run.batch > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(self, model, optimizer, scheduler, scaler, batches, run, accum, meter)
-
-    monkeypatch.setattr(_Session, "_step", step)
+    oom_above_batch(2)
     db = tmp_path / "runs.db"
     with pytest.raises(TrainingOutOfMemory, match=r"try --batch 2 --grad-accum 2 "):
         train_vlm(_config(tiny, tmp_path / "no-fallback", db))
