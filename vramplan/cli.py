@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import click
 
 from .planner.methods import method_options
+from .planner.errors import ConfigError
 from .planner.specs import ADAPTER_DTYPES, ATTENTIONS, LOSSES, OPTIMIZERS, PRECISIONS
 
 
@@ -67,6 +68,22 @@ class RunOptions:
     packing: bool = False
     expandable_segments: bool = False
     kbit_upcast: bool = True
+
+
+def transformers_version_option(func):
+    """`--transformers-version`, refused in one line as it is parsed when it is no version (planner/stack.py)."""
+
+    def check(ctx, param, value):
+        from .planner.stack import version_problem
+
+        if value is not None and (problem := version_problem(value)):
+            raise ConfigError(problem)
+        return value
+
+    return click.option(
+        "--transformers-version", default=None, metavar="X.Y.Z", callback=check,
+        help="Model the memory paths of this transformers version (the causal-LM loss's shifted-logits copy before 4.49, SDPA's repeated k/v before 4.54) [default: the installed one].",
+    )(func)
 
 
 def run_options(func):

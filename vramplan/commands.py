@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from .cli import RunOptions, _split, cli, options_from_kwargs, run_options
+from .cli import RunOptions, _split, cli, options_from_kwargs, run_options, transformers_version_option
 from .interop_cmd import from_option
 from .planner.catalog import custom_gpu, resolve_gpu
 from .planner.errors import ConfigError
@@ -117,7 +117,7 @@ def parse_methods(values: tuple[str, ...], default: tuple[str, ...] = DEFAULT_ME
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help="Data-parallel engine for --gpus > 1: DDP, FSDP full shard / SHARD_GRAD_OP, or DeepSpeed ZeRO stage 1-3.")
 @click.option("--offload", type=click.Choice(OFFLOADS), default="none", show_default=True, help="Offload optimizer states (fsdp, zero*) or parameters too (fsdp, zero3) to host RAM.")
 @click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step: above 1 the accumulated gradients stay live through every phase [default: 1, or the plan's].")
-@click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Model the memory paths of this transformers version (the causal-LM loss's shifted-logits copy before 4.49, SDPA's repeated k/v before 4.54) [default: the installed one].")
+@transformers_version_option
 @vlm_options
 @dataset_option
 def estimate(model, gpu, gpu_mem, methods, db, plan_path, from_files, as_json, html_path, gpus, strategy, offload, grad_accum, transformers_version, **kwargs):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli import cli
+from .cli import cli, transformers_version_option
 from .interop_cmd import export_methods, from_option
 from .planner.interop import EXPORTS
 from .planner.errors import ConfigError
@@ -36,7 +36,7 @@ from .planner.advisor import GOALS
 @click.option("--image-size", "image_size", multiple=True, help="VLM: image size WxH in pixels; repeat for a mix (cycled over --images) [default: the family's, e.g. 448x448].")
 @click.option("--images", type=int, default=None, help="VLM: images per example [default: 1].")
 @click.option("--max-pixels", type=int, default=None, help="VLM (Qwen-VL): the processor's max_pixels to start from; the plan may lower it to fit, and says what that costs [default: the checkpoint's].")
-@click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Plan for the memory paths of this transformers version (see `estimate --transformers-version`) [default: the installed one].")
+@transformers_version_option
 def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, goal, gpus, methods, top, db, out, from_files, export_kind, as_json, html_path,
               image_size, images, max_pixels, transformers_version):
     """Recommend the best fine-tuning config that fits a GPU, with the reason for each choice.
@@ -75,11 +75,6 @@ def recommend(model, gpu, gpu_mem, dataset, dataset_size, seq_len, allow_long, g
             raise ConfigError(f"{flag} must be greater than 0, got {value}")
     if dataset is not None and dataset_size is not None:
         raise ConfigError("give either --dataset or --dataset-size, not both")
-    if transformers_version is not None:
-        from .planner.stack import version_problem
-
-        if problem := version_problem(transformers_version):
-            raise ConfigError(problem)
     resolved = preflight.resolve_checked(model)
     preflight.check_plan_out(out)
     from .planner.vision import is_vlm_config

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .planner.methods import DEFAULT_METHODS, METHODS
-from .cli import _split, cli, options_from_kwargs, run_options
+from .cli import _split, cli, options_from_kwargs, run_options, transformers_version_option
 from .planner.errors import ConfigError
 from .planner.vision.run import VISION_STRATEGIES
 
@@ -30,7 +30,7 @@ def _reference_gpu(gpus):
 @click.option("--images", type=int, default=None, help="VLM: images per example [default: 1].")
 @click.option("--max-pixels", type=int, default=None, help="VLM (Qwen-VL): the processor's max_pixels [default: the checkpoint's].")
 @click.option("--vision", type=click.Choice(VISION_STRATEGIES), default=None, help="VLM: the vision tower in stage 2: freeze, lora or full [default: freeze].")
-@click.option("--transformers-version", default=None, metavar="X.Y.Z", help="Model the memory paths of this transformers version (see `estimate --transformers-version`) [default: the installed one].")
+@transformers_version_option
 def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_pixels, vision, transformers_version, **kwargs):
     """Write an HTML report: methods side by side, setting sweeps, a fit matrix, trust, and a run.
 
@@ -51,11 +51,6 @@ def report(model, gpu_keys, methods, db, run_dir, out, image_size, images, max_p
     allow_long = kwargs.pop("allow_long_context")
     options = options_from_kwargs(kwargs)
     keys = _split(gpu_keys)
-    if transformers_version is not None:
-        from .planner.stack import version_problem
-
-        if problem := version_problem(transformers_version):
-            raise ConfigError(problem)
     if not keys:
         raise ConfigError("--gpu is empty; give a GPU key such as --gpu t4 (see `vramplan gpus`)")
     gpus = [resolve_gpu(key) for key in keys]
